@@ -1,0 +1,202 @@
+"""Evaluate a retriever (optionally with query augmentation) on a BEIR / AIR-Bench folder.
+
+    python -m evaluation.evaluate --retriever sentence-transformers/all-MiniLM-L6-v2 \
+        --dataset ../shared/data/scifact --split test --method raw --output results.json
+
+Writes JSON (``metrics``, run info, load report, timings) and prints a markdown table.
+"""
+from __future__ import annotations
+
+import logging
+import platform
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from inference.config import parse_args
+from inference.errors import UserError, run_cli
+from inference.io import atomic_write_json, atomic_write_text
+
+from .baselines import GENERATIVE_METHODS, METHODS, GenerationSettings, encode_queries
+from .data import load_dataset
+from .metrics import METRIC_ORDER, evaluate_run
+from .search import default_embedding_cache, encode_corpus_cached, search_run
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class EvaluateArguments:
+    """Evaluate a retriever, optionally with generated query augmentation, with pytrec_eval."""
+    dataset: str = field(metadata={"help": "dataset folder (BEIR or AIR-Bench layout)"})
+    retriever: str = field(default="sentence-transformers/all-MiniLM-L6-v2",
+                           metadata={"help": "retriever name or path"})
+    split: str = "test"
+    method: str = field(default="raw", metadata={"help": "raw | hyde | query2doc | reinforced_ir"})
+    methods: list[str] | None = field(default=None, metadata={"help": "several methods in one run, comma-separated"})
+    generator: str | None = field(default=None, metadata={"help": "generator name or path (generative methods)"})
+    generator_backend: str | None = field(default=None, metadata={"help": "hf | openai | vllm"})
+    task: str | None = field(default=None, metadata={"help": "prompt task name (default: the dataset folder name)"})
+    output: str | None = field(default=None, metadata={"help": "results JSON path"})
+    top_k: int = 1000
+    batch_size: int = 64
+    pooling_method: str | None = None
+    normalize: bool | None = None
+    query_instruction: str | None = None
+    passage_instruction: str | None = None
+    max_length: int | None = None
+    devices: list[str] | None = None
+    augmentation_weight: float = 0.2
+    temperature: float = 0.0
+    top_p: float = 1.0
+    max_new_tokens: int = 128
+    num_generations: int = 1
+    generation_batch_size: int = 16
+    max_queries: int | None = field(default=None, metadata={"help": "seeded subset of the judged queries"})
+    seed: int = 0
+    embedding_cache: str | None = field(default="auto", metadata={"help": "folder, 'auto' (user cache) or none"})
+    generation_cache: str | None = field(default=None, metadata={"help": "openai backend response cache folder"})
+
+    def validate(self) -> None:
+        for m in self.method_list:
+            if m not in METHODS:
+                raise UserError(f"must be one of {', '.join(METHODS)}, got {m!r}", field="method")
+        if any(m in GENERATIVE_METHODS for m in self.method_list) and not self.generator:
+            raise UserError("generative methods need --generator", field="generator")
+        if self.max_queries is not None and self.max_queries < 1:
+            raise UserError("must be ≥ 1", field="max_queries")
+
+    @property
+    def method_list(self) -> list[str]:
+        return self.methods or [self.method]
+
+
+def select_queries(query_ids: list[str], max_queries: int | None, seed: int) -> list[str]:
+    """A fixed, seeded subset (in corpus order) so every method is scored on the same queries."""
+    if max_queries is None or max_queries >= len(query_ids):
+        return list(query_ids)
+    chosen = set(random.Random(seed).sample(sorted(query_ids), max_queries))
+    return [q for q in query_ids if q in chosen]
+
+
+def format_table(rows: dict[str, dict[str, float]], metrics: Sequence[str] = ("ndcg@10", "recall@100", "mrr@10",
+                                                                           "map@100")) -> str:
+    lines = ["| method | " + " | ".join(metrics) + " |", "|---|" + "---:|" * len(metrics)]
+    for name, values in rows.items():
+        lines.append(f"| {name} | " + " | ".join(f"{values[m]:.4f}" for m in metrics) + " |")
+    return "\n".join(lines)
+
+
+def package_versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for name in ("torch", "transformers", "faiss-cpu", "pytrec-eval-terrier", "numpy"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def run_evaluation(args: EvaluateArguments) -> dict:
+    from inference import Embedder, load_generator
+    from inference.prompts import get_task
+
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+    t = time.perf_counter()
+    ds = load_dataset(args.dataset, args.split)
+    timings["load"] = time.perf_counter() - t
+    query_ids = select_queries(ds.evaluated_query_ids(), args.max_queries, args.seed)
+    queries = [ds.queries[q] for q in query_ids]
+    logger.info("%s/%s: %d documents, %d judged queries evaluated", ds.name, args.split, len(ds.corpus),
+                len(query_ids))
+
+    # Resolve the prompt task before any model work, so a bad --task fails in a second, not minutes.
+    generative = any(m in GENERATIVE_METHODS for m in args.method_list)
+    task = get_task(args.task or ds.name) if generative else None
+
+    embedder = Embedder(args.retriever, pooling_method=args.pooling_method, normalize=args.normalize,
+                        query_instruction=args.query_instruction, passage_instruction=args.passage_instruction,
+                        max_length=args.max_length, batch_size=args.batch_size, devices=args.devices)
+    cache = None
+    if args.embedding_cache and args.embedding_cache.lower() != "none":
+        cache = default_embedding_cache() if args.embedding_cache == "auto" else Path(args.embedding_cache)
+    t = time.perf_counter()
+    doc_emb = encode_corpus_cached(embedder, ds.corpus, cache)
+    timings["encode_corpus"] = time.perf_counter() - t
+
+    generator = None
+    if generative:
+        kwargs = {}
+        backend = args.generator_backend
+        if backend in (None, "hf"):
+            kwargs["batch_size"] = args.generation_batch_size
+        if backend == "openai" and args.generation_cache:
+            kwargs["cache_dir"] = args.generation_cache
+        generator = load_generator(args.generator, backend=backend, **kwargs)
+    settings = GenerationSettings(temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens,
+                                  num_generations=args.num_generations, seed=args.seed)
+
+    results: dict[str, dict] = {}
+    generations: dict[str, list] = {}
+    for method in args.method_list:
+        t = time.perf_counter()
+        encoded = encode_queries(method, queries, embedder, generator, task, settings, args.augmentation_weight)
+        run = search_run(encoded.embeddings, query_ids, doc_emb, ds.doc_ids, args.top_k)
+        results[method] = evaluate_run(ds.qrels, run, query_ids)
+        timings[f"method:{method}"] = time.perf_counter() - t
+        if encoded.generations:
+            generations[method] = [{"query_id": q, "query": text, "generations": g}
+                                   for q, text, g in zip(query_ids, queries, encoded.generations)]
+    timings["total"] = time.perf_counter() - started
+
+    primary = args.method_list[0]
+    report = {
+        "metrics": results[primary],
+        "methods": results,
+        "run": {
+            "dataset": ds.path, "dataset_name": ds.name, "format": ds.format, "split": args.split,
+            "documents": len(ds.corpus), "queries_evaluated": len(query_ids),
+            "query_subset": None if args.max_queries is None else {"max_queries": args.max_queries, "seed": args.seed},
+            "retriever": embedder.identity, "task": None if task is None else task.name,
+            "generator": None if generator is None else generator.describe(),
+            "generation": None if generator is None else {**asdict(settings), **generator.stats.as_dict()},
+            "augmentation_weight": args.augmentation_weight,
+            "arguments": asdict(args), "versions": package_versions(),
+        },
+        "load_report": ds.report.as_dict(),
+        "timings_seconds": {k: round(v, 2) for k, v in timings.items()},
+    }
+    if args.output:
+        atomic_write_json(args.output, report)
+        if generations:
+            import json
+
+            lines = [json.dumps({"method": m, **row}, ensure_ascii=False) for m, rows in generations.items()
+                     for row in rows]
+            atomic_write_text(Path(args.output).with_suffix(".generations.jsonl"), "\n".join(lines) + "\n")
+    return report
+
+
+def main(argv: Sequence[str]) -> int:
+    args = parse_args(EvaluateArguments, argv, prog="python -m evaluation.evaluate")
+    report = run_evaluation(args)
+    run = report["run"]
+    print(f"\n{run['dataset_name']} / {run['split']}: {run['queries_evaluated']} queries, "
+          f"{run['documents']} documents, retriever {run['retriever']['model']}")
+    print(format_table(report["methods"]))
+    if report["load_report"]["unknown_query_ids"] or report["load_report"]["unknown_doc_ids"]:
+        lr = report["load_report"]
+        print(f"note: skipped {lr['unknown_query_ids']} qrels rows with unknown query ids and "
+              f"{lr['unknown_doc_ids']} with unknown document ids")
+    if args.output:
+        print(f"results: {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,69 @@
+"""Corpus encoding with an on-disk cache, then exact faiss search (see ``inference.search``).
+
+Cache key = embedder identity (model, pooling, normalisation, max length, instructions) + a hash of the
+corpus texts, so a changed model or corpus can never be served stale vectors. Files are written
+atomically; a free-space check refuses clearly before writing a large matrix.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from inference.embedder import Embedder, document_text
+from inference.errors import UserError
+from inference.io import atomic_save_npy, atomic_write_json, text_sha256
+from inference.resolver import cache_root
+from inference.search import exact_search, results_to_run
+
+logger = logging.getLogger(__name__)
+
+
+def default_embedding_cache() -> Path:
+    return cache_root() / "embeddings"
+
+
+def check_free_space(directory: Path, needed_bytes: int, margin: float = 1.2) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(directory).free
+    if free < needed_bytes * margin:
+        raise UserError(f"not enough free disk space: need {needed_bytes * margin / 2**20:.0f} MiB, "
+                        f"have {free / 2**20:.0f} MiB", file=directory)
+
+
+def corpus_cache_key(embedder: Embedder, texts: list[str]) -> str:
+    ident = json.dumps(embedder.identity, sort_keys=True)
+    return hashlib.sha256((ident + text_sha256(texts)).encode()).hexdigest()[:32]
+
+
+def encode_corpus_cached(embedder: Embedder, corpus: dict[str, dict] | list, cache_dir: str | os.PathLike | None,
+                         ) -> np.ndarray:
+    docs = list(corpus.values()) if isinstance(corpus, dict) else list(corpus)
+    texts = [document_text(d) for d in docs]
+    if cache_dir is None:
+        return embedder.encode_corpus(texts)
+    cache_dir = Path(cache_dir)
+    key = corpus_cache_key(embedder, texts)
+    path = cache_dir / f"{key}.npy"
+    if path.is_file():
+        emb = np.load(path)
+        if emb.shape == (len(texts), embedder.dim):
+            logger.info("corpus embeddings loaded from cache %s", path)
+            return emb
+        logger.warning("ignoring cache %s with shape %s", path, emb.shape)
+    emb = embedder.encode_corpus(texts)
+    check_free_space(cache_dir, emb.nbytes)
+    atomic_save_npy(path, emb)
+    atomic_write_json(cache_dir / f"{key}.json", {"embedder": embedder.identity, "documents": len(texts)})
+    return emb
+
+
+def search_run(query_emb: np.ndarray, query_ids: list[str], doc_emb: np.ndarray, doc_ids: list[str],
+               top_k: int) -> dict[str, dict[str, float]]:
+    scores, ids = exact_search(query_emb, doc_emb, top_k)
+    return results_to_run(scores, ids, query_ids, doc_ids)

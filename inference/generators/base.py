@@ -1,0 +1,89 @@
+"""The one generator interface every stage and backend shares."""
+from __future__ import annotations
+
+import abc
+import time
+from dataclasses import dataclass, field
+from typing import Sequence
+
+PROMPT_FORMATS = ("chat", "instruction", "raw")
+# Base models (reference model_type "llm") are prompted with this wrapper and stopped at "###".
+INSTRUCTION_WRAPPER = "###Instruction:\n{prompt}\n###Response:\n"
+INSTRUCTION_STOP = "###"
+
+
+@dataclass
+class GenerationStats:
+    """Counts for a stage's closing summary (tokens/s)."""
+    prompts: int = 0
+    completions: int = 0
+    new_tokens: int = 0
+    seconds: float = 0.0
+    cache_hits: int = 0
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.new_tokens / self.seconds if self.seconds > 0 else 0.0
+
+    def as_dict(self) -> dict:
+        return {"prompts": self.prompts, "completions": self.completions, "new_tokens": self.new_tokens,
+                "seconds": round(self.seconds, 3), "tokens_per_second": round(self.tokens_per_second, 2),
+                "cache_hits": self.cache_hits}
+
+
+def wrap_instruction(prompt: str) -> str:
+    return INSTRUCTION_WRAPPER.format(prompt=prompt)
+
+
+def cut_at_stop(text: str, stops: Sequence[str]) -> str:
+    for stop in stops:
+        pos = text.find(stop)
+        if pos >= 0:
+            text = text[:pos]
+    return text.strip()
+
+
+class Generator(abc.ABC):
+    """``generate(prompts, n, temperature, top_p, max_new_tokens, seed) -> list[list[str]]``.
+
+    One inner list per prompt with ``n`` completions each, stripped. Prompts are plain user-turn texts;
+    each backend applies the chat template (``prompt_format="chat"``, instruct models), the
+    ``###Instruction`` wrapper (``"instruction"``, base models) or nothing (``"raw"``).
+    """
+
+    backend: str = "?"
+
+    def __init__(self, model: str, prompt_format: str = "chat"):
+        if prompt_format not in PROMPT_FORMATS:
+            raise ValueError(f"prompt_format must be one of {PROMPT_FORMATS}, got {prompt_format!r}")
+        self.model_name = model
+        self.prompt_format = prompt_format
+        self.stats = GenerationStats()
+
+    @property
+    def stop_strings(self) -> list[str]:
+        return [INSTRUCTION_STOP] if self.prompt_format == "instruction" else []
+
+    def generate(self, prompts: Sequence[str], n: int = 1, temperature: float = 0.0, top_p: float = 1.0,
+                 max_new_tokens: int = 300, seed: int | None = None) -> list[list[str]]:
+        prompts = list(prompts)
+        if not prompts:
+            return []
+        if n < 1:
+            raise ValueError("n must be ≥ 1")
+        start = time.perf_counter()
+        out = self._generate(prompts, n=n, temperature=float(temperature), top_p=float(top_p),
+                             max_new_tokens=int(max_new_tokens), seed=seed)
+        self.stats.seconds += time.perf_counter() - start
+        self.stats.prompts += len(prompts)
+        self.stats.completions += sum(len(o) for o in out)
+        return out
+
+    @abc.abstractmethod
+    def _generate(self, prompts: list[str], *, n: int, temperature: float, top_p: float,
+                  max_new_tokens: int, seed: int | None) -> list[list[str]]:
+        ...
+
+    def describe(self) -> dict:
+        """For manifests: what produced the text (never credentials)."""
+        return {"backend": self.backend, "model": self.model_name, "prompt_format": self.prompt_format}

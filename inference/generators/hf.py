@@ -1,0 +1,128 @@
+"""transformers backend: batched generation with left padding and chat templates (CPU or one GPU)."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from ..errors import UserError
+from ..resolver import SMOLLM2_EOS, resolve_model_path
+from .base import Generator, cut_at_stop, wrap_instruction
+
+logger = logging.getLogger(__name__)
+
+
+class HFGenerator(Generator):
+    backend = "hf"
+
+    def __init__(self, model: str, prompt_format: str = "chat", batch_size: int = 16, device: str | None = None,
+                 dtype: str = "auto", repetition_penalty: float = 1.0, max_prompt_tokens: int | None = None,
+                 show_progress: bool = True, trust_remote_code: bool = False):
+        super().__init__(model, prompt_format)
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.path = resolve_model_path(model)
+        self.batch_size = batch_size
+        self.repetition_penalty = repetition_penalty
+        self.show_progress = show_progress
+        self.device = device or ("cuda:0" if torch.cuda.is_available() else "cpu")
+        if dtype == "auto":
+            torch_dtype = torch.bfloat16 if self.device.startswith("cuda") else torch.float32
+        else:
+            torch_dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[dtype]
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(self.path, trust_remote_code=trust_remote_code)
+            self.model = AutoModelForCausalLM.from_pretrained(self.path, dtype=torch_dtype,
+                                                              trust_remote_code=trust_remote_code)
+        except (OSError, ValueError) as exc:
+            raise UserError(f"cannot load generator: {str(exc).splitlines()[0]}", field=f"model {model}") from None
+        self.model.to(self.device).eval()
+        self.tokenizer.padding_side = "left"  # new tokens must follow every prompt directly
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.eos_ids = self._eos_ids()
+        limit = getattr(self.model.config, "max_position_embeddings", None) or 4096
+        self.max_prompt_tokens = max_prompt_tokens or limit
+
+    def _eos_ids(self) -> list[int]:
+        ids = set()
+        gen_eos = self.model.generation_config.eos_token_id
+        if gen_eos is not None:
+            ids.update(gen_eos if isinstance(gen_eos, list) else [gen_eos])
+        if self.tokenizer.eos_token_id is not None:
+            ids.add(self.tokenizer.eos_token_id)
+        # Chat models end a turn with their own terminator; stop there too (e.g. SmolLM2 / Qwen <|im_end|>).
+        for token in (SMOLLM2_EOS, "<|eot_id|>", "<|end|>"):
+            tid = self.tokenizer.convert_tokens_to_ids(token)
+            if isinstance(tid, int) and tid != self.tokenizer.unk_token_id and tid is not None and tid >= 0:
+                if token in self.tokenizer.get_vocab():
+                    ids.add(tid)
+        return sorted(ids)
+
+    def format_prompt(self, prompt: str) -> str:
+        if self.prompt_format == "chat" and self.tokenizer.chat_template:
+            return self.tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                                      add_generation_prompt=True)
+        if self.prompt_format == "instruction":
+            return wrap_instruction(prompt)
+        return prompt
+
+    def _generate(self, prompts: list[str], *, n: int, temperature: float, top_p: float,
+                  max_new_tokens: int, seed: int | None) -> list[list[str]]:
+        texts = [self.format_prompt(p) for p in prompts]
+        # The chat template already holds any BOS; do not let the tokenizer add a second one.
+        add_special = not (self.prompt_format == "chat" and self.tokenizer.chat_template)
+        encoded = self.tokenizer(texts, add_special_tokens=add_special, truncation=False)["input_ids"]
+        too_long = [i for i, ids in enumerate(encoded) if len(ids) > self.max_prompt_tokens]
+        if too_long:
+            logger.warning("%d prompt(s) exceed %d tokens and are cut from the left", len(too_long),
+                           self.max_prompt_tokens)
+            for i in too_long:
+                encoded[i] = encoded[i][-self.max_prompt_tokens:]
+        order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
+        results: list[list[str]] = [[] for _ in prompts]
+        do_sample = temperature > 0
+        # Prompts per batch shrink with n so that rows per forward pass stay ~batch_size.
+        per_batch = max(1, self.batch_size // n) if do_sample else self.batch_size
+        if seed is not None:
+            torch.manual_seed(seed)
+        bar = tqdm(total=len(prompts), desc=f"generate ({self.model_name})", unit="prompt",
+                   disable=not self.show_progress, leave=False)
+        try:
+            for start in range(0, len(order), per_batch):
+                idx = order[start:start + per_batch]
+                batch = self.tokenizer.pad({"input_ids": [encoded[i] for i in idx]}, return_tensors="pt")
+                batch = {k: v.to(self.device) for k, v in batch.items()}
+                kwargs = dict(max_new_tokens=max_new_tokens, do_sample=do_sample, eos_token_id=self.eos_ids,
+                              pad_token_id=self.tokenizer.pad_token_id,
+                              repetition_penalty=self.repetition_penalty)
+                if do_sample:
+                    kwargs.update(temperature=temperature, top_p=top_p, num_return_sequences=n)
+                else:
+                    kwargs.update(temperature=None, top_p=None, top_k=None)
+                with torch.inference_mode():
+                    out = self.model.generate(**batch, **kwargs)
+                new = out[:, batch["input_ids"].shape[1]:]
+                self.stats.new_tokens += int(self._count_new_tokens(new))
+                decoded = self.tokenizer.batch_decode(new, skip_special_tokens=True)
+                reps = n if do_sample else 1
+                for j, i in enumerate(idx):
+                    samples = [cut_at_stop(t, self.stop_strings) for t in decoded[j * reps:(j + 1) * reps]]
+                    results[i] = samples if do_sample else samples * n  # greedy: n identical copies
+                bar.update(len(idx))
+        finally:
+            bar.close()
+        return results
+
+    def _count_new_tokens(self, new: torch.Tensor) -> int:
+        """Tokens up to and including the first eos in each row (the rest is padding)."""
+        is_eos = torch.isin(new, torch.tensor(self.eos_ids, device=new.device))
+        first = torch.where(is_eos.any(1), is_eos.float().argmax(1) + 1, torch.full_like(is_eos[:, 0], new.shape[1],
+                                                                                         dtype=torch.long))
+        return int(first.sum())
+
+    def describe(self) -> dict:
+        return {**super().describe(), "path": str(Path(self.path)), "repetition_penalty": self.repetition_penalty}

@@ -1,0 +1,80 @@
+"""The evaluation CLI end to end on a tiny dataset, and Reinforced_IR_Model with the bundled models."""
+import json
+
+import numpy as np
+import pytest
+
+from inference import Reinforced_IR_Model
+from inference.prompts import augmentation_prefix, generator_prompt, get_task
+
+from conftest import MINILM, SMOLLM2, SCIFACT, run_module
+
+
+def test_raw_method_end_to_end(tiny_beir, tmp_path):
+    out = tmp_path / "res.json"
+    proc = run_module("evaluation.evaluate", "--retriever", MINILM, "--dataset", str(tiny_beir), "--split", "test",
+                      "--method", "raw", "--output", str(out), "--embedding_cache", str(tmp_path / "emb"))
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(out.read_text())
+    assert report["metrics"]["ndcg@10"] == pytest.approx(1.0)  # each query's answer is unmistakable
+    assert set(report["metrics"]) >= {"ndcg@1", "ndcg@3", "ndcg@5", "ndcg@10", "ndcg@100", "recall@10",
+                                      "recall@100", "recall@1000", "map@100", "mrr@10"}
+    assert report["run"]["queries_evaluated"] == 3 and report["run"]["documents"] == 6
+    assert report["run"]["retriever"]["pooling"] == "mean"
+    assert "| raw | 1.0000 |" in proc.stdout
+    # The second run reads the corpus embeddings from the cache.
+    assert len(list((tmp_path / "emb").glob("*.npy"))) == 1
+    proc = run_module("evaluation.evaluate", "--retriever", MINILM, "--dataset", str(tiny_beir), "--method", "raw",
+                      "--embedding_cache", str(tmp_path / "emb"))
+    assert proc.returncode == 0 and "loaded from cache" in proc.stderr
+
+
+def test_generative_methods_on_the_same_queries(tiny_beir, tmp_path):
+    out = tmp_path / "gen.json"
+    proc = run_module("evaluation.evaluate", "--dataset", str(tiny_beir), "--task", "scifact",
+                      "--methods", "raw,hyde,query2doc,reinforced_ir", "--generator", SMOLLM2,
+                      "--generator_backend", "hf", "--max_new_tokens", "24", "--max_queries", "2",
+                      "--embedding_cache", "none", "--output", str(out))
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(out.read_text())
+    assert set(report["methods"]) == {"raw", "hyde", "query2doc", "reinforced_ir"}
+    assert report["run"]["queries_evaluated"] == 2
+    assert report["run"]["generator"]["backend"] == "hf"
+    rows = [json.loads(line) for line in out.with_suffix(".generations.jsonl").read_text().splitlines()]
+    assert {r["method"] for r in rows} == {"hyde", "query2doc", "reinforced_ir"} and len(rows) == 6
+    for line in ("| hyde |", "| query2doc |", "| reinforced_ir |"):
+        assert line in proc.stdout
+
+
+def test_reinforced_ir_model_fuses_query_and_augmentation(minilm, smollm2):
+    model = Reinforced_IR_Model(MINILM, generator_model_name_or_path=SMOLLM2, retriever=minilm, generator=smollm2,
+                                max_tokens=16)
+    task = get_task("scifact")
+    queries = ["Insulin lowers blood glucose.", "Volcanoes erupt lava."]
+    answers = model.generate_augmentations(queries, task.task_instruction, task.answer_type)
+    fused = model.encode_queries(queries, task=task.name)
+    expected = 0.8 * minilm.encode_queries(queries) + 0.2 * minilm.encode_corpus(
+        [augmentation_prefix() + a for a in answers])
+    np.testing.assert_allclose(fused, expected, atol=1e-5)
+    # The prompt is P, and greedy generation makes the two calls agree.
+    assert smollm2.generate([generator_prompt(queries[0], task.task_instruction, task.answer_type)],
+                            max_new_tokens=16)[0][0] == answers[0]
+    hits = model.search(queries, {"a": "Insulin is a hormone that lowers blood sugar.",
+                                  "b": "Lava flows from erupting volcanoes."}, top_k=2, task="scifact")
+    assert [h[0][0] for h in hits] == ["a", "b"]
+
+
+def test_reinforced_ir_model_without_generator_is_the_plain_retriever(minilm):
+    model = Reinforced_IR_Model(MINILM, retriever=minilm)
+    q = ["what lowers blood sugar"]
+    np.testing.assert_allclose(model.encode_queries(q), minilm.encode_queries(q))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not SCIFACT.is_dir(), reason="needs ../shared/data/scifact")
+def test_minilm_reproduces_the_published_scifact_figure(tmp_path):
+    out = tmp_path / "scifact.json"
+    proc = run_module("evaluation.evaluate", "--retriever", MINILM, "--dataset", str(SCIFACT), "--split", "test",
+                      "--method", "raw", "--output", str(out), timeout=1800)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(out.read_text())["metrics"]["ndcg@10"] == pytest.approx(0.6451, abs=0.002)
