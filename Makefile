@@ -8,8 +8,9 @@ STAMP := $(VENV)/.installed
 # The shared SciFact copy when present; otherwise the demo downloads BEIR SciFact once into a cache.
 DATA ?=
 export PYTHONUNBUFFERED := 1
-# pip's extra-index noise ("Location ... is ignored") hides real errors.
-PIPQ = 2>&1 | grep -v "is ignored: it is neither" || true
+# pip's extra-index noise ("Location ... is ignored") hides real errors; the filter never masks pip's
+# own exit status (pipefail, and the filter itself always succeeds).
+PIPQ = 2>&1 | { grep -v "is ignored: it is neither" || true; }
 
 .PHONY: venv test test-all demo demo-eval bench clean
 

@@ -49,6 +49,7 @@ class RetrievalDataset:
     qrels: dict[str, dict[str, int]] = field(default_factory=dict)
     split: str | None = None
     report: LoadReport = field(default_factory=LoadReport)
+    corpus_file: str = ""
 
     @property
     def doc_ids(self) -> list[str]:
@@ -216,9 +217,11 @@ def load_dataset(path: str | Path, split: str | None = "test") -> RetrievalDatas
     fmt = detect_format(path)
     if fmt == "reference":
         corpus = load_corpus_json_list(path / "corpus.json")
-        return RetrievalDataset(name=path.name, path=str(path), format=fmt, corpus=corpus)
+        return RetrievalDataset(name=path.name, path=str(path), format=fmt, corpus=corpus,
+                                corpus_file=str(path / "corpus.json"))
     corpus = load_corpus_jsonl(path / "corpus.jsonl")
-    ds = RetrievalDataset(name=path.name, path=str(path), format=fmt, corpus=corpus, split=split)
+    ds = RetrievalDataset(name=path.name, path=str(path), format=fmt, corpus=corpus, split=split,
+                          corpus_file=str(path / "corpus.jsonl"))
     if split is None:
         return ds
     queries_file, qrels_file = _split_files(path, fmt, split)

@@ -24,6 +24,19 @@ def prompts_dir() -> Path:
     return Path(env) if env else Path(__file__).resolve().parents[1] / "configs" / "prompts"
 
 
+OPTIONAL_TASK_FIELDS = ("mission", "stances", "qc_positive", "qc_negative")
+DEFAULT_MISSION = "Write a {query_type} that the {passage_type} can answer."
+DEFAULT_QC_POSITIVE = "the {passage_type} can answer the {query_type}."
+DEFAULT_QC_NEGATIVE = "the {passage_type} cannot answer the {query_type}."
+
+# Query-length and style draws for pseudo-queries (pipeline.md §3), as (choice, weight).
+CLAIM_LENGTHS = (("10 to 15 words long", 5), ("at least 15 words long", 2))
+QUERY_LENGTHS = (("less than 5 words long", 2), ("5 to 10 words long", 5), ("10 to 15 words long", 4),
+                 ("at least 15 words long", 1))
+QUERY_STYLES = (("plain and simple", 4), ("common and formal", 4), ("casual and informal", 2),
+                ("professional and complex", 1))
+
+
 @dataclass(frozen=True)
 class TaskPrompt:
     name: str
@@ -31,6 +44,13 @@ class TaskPrompt:
     answer_type: str
     query_type: str
     passage_type: str
+    mission: str = DEFAULT_MISSION
+    stances: tuple[str, ...] = ()
+    qc_positive: str = DEFAULT_QC_POSITIVE
+    qc_negative: str = DEFAULT_QC_NEGATIVE
+
+    def fill(self, text: str, **extra) -> str:
+        return text.format(query_type=self.query_type, passage_type=self.passage_type, **extra)
 
 
 @functools.lru_cache(maxsize=None)
@@ -39,7 +59,8 @@ def templates() -> dict[str, str]:
     if not path.is_file():
         raise UserError("prompt templates not found", file=path)
     data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    for key in ("augmentation_prefix", "generator", "hyde", "query2doc"):
+    for key in ("augmentation_prefix", "generator", "hyde", "query2doc", "query_generation",
+                "query_generation_example", "quality_control", "listwise_rank"):
         if not isinstance(data.get(key), str):
             raise UserError("missing or not a string", file=path, field=key)
     return data
@@ -49,7 +70,7 @@ def templates() -> dict[str, str]:
 def all_tasks() -> dict[str, TaskPrompt]:
     tasks: dict[str, TaskPrompt] = {}
     for path in sorted(prompts_dir().glob("*.yaml")):
-        if path.name == "templates.yaml":
+        if path.name in ("templates.yaml", "examples.yaml"):
             continue
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         for name, entry in data.items():
@@ -60,7 +81,14 @@ def all_tasks() -> dict[str, TaskPrompt]:
             for key in REQUIRED_TASK_FIELDS:
                 if not isinstance(entry.get(key), str) or not entry[key].strip():
                     raise UserError(f"task '{name}' lacks a non-empty string", file=path, field=key)
-            tasks[str(name).lower()] = TaskPrompt(name=str(name), **{k: entry[k] for k in REQUIRED_TASK_FIELDS})
+            optional = {k: entry[k] for k in OPTIONAL_TASK_FIELDS if k in entry}
+            if "stances" in optional:
+                optional["stances"] = tuple(optional["stances"])
+            unknown = set(entry) - set(REQUIRED_TASK_FIELDS) - set(OPTIONAL_TASK_FIELDS)
+            if unknown:
+                raise UserError(f"task '{name}' has unknown key(s)", file=path, field=sorted(unknown)[0])
+            tasks[str(name).lower()] = TaskPrompt(name=str(name), **{k: entry[k] for k in REQUIRED_TASK_FIELDS},
+                                                  **optional)
     return tasks
 
 
@@ -94,3 +122,54 @@ def hyde_prompt(query: str, task: TaskPrompt) -> str:
 
 def query2doc_prompt(query: str, task: TaskPrompt) -> str:
     return _typed_prompt("query2doc", query, task)
+
+
+def _title(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+@functools.lru_cache(maxsize=None)
+def few_shot_examples() -> dict[str, list[dict]]:
+    path = prompts_dir() / "examples.yaml"
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    return {str(k).lower(): v for k, v in (data or {}).items()}
+
+
+def examples_for(task: TaskPrompt) -> list[dict]:
+    examples = few_shot_examples()
+    return examples.get(task.name.lower()) or examples.get("default") or []
+
+
+def weighted_choice(rng, options: tuple[tuple[str, int], ...]) -> str:
+    return rng.choices([o for o, _ in options], weights=[w for _, w in options], k=1)[0]
+
+
+def query_generation_prompt(passage: str, task: TaskPrompt, rng, use_examples: bool = True) -> str:
+    """Stage A prompt with seeded draws of length, style and (claim tasks) stance."""
+    is_claim = "claim" in task.query_type
+    length = weighted_choice(rng, CLAIM_LENGTHS if is_claim else QUERY_LENGTHS)
+    style = weighted_choice(rng, QUERY_STYLES)
+    stance = rng.choice(task.stances) if task.stances else ""
+    block = ""
+    if use_examples:
+        block = "".join(templates()["query_generation_example"].format(
+            number=i + 1, passage=ex["passage"], query=ex["query"], query_type=task.query_type,
+            passage_type_title=_title(task.passage_type)) for i, ex in enumerate(examples_for(task)[:3]))
+        block = block.rstrip() + "\n" if block else ""
+    return templates()["query_generation"].format(
+        passage_type=task.passage_type, query_type=task.query_type, passage_type_title=_title(task.passage_type),
+        task=task.task_instruction, passage=passage, mission=task.fill(task.mission, stance=stance),
+        query_length=length, query_style=style, examples=block)
+
+
+def quality_control_prompt(query: str, passage: str, task: TaskPrompt) -> str:
+    return templates()["quality_control"].format(
+        task=task.task_instruction, query=query, passage=passage, query_type=task.query_type,
+        passage_type=task.passage_type, query_type_title=_title(task.query_type),
+        passage_type_title=_title(task.passage_type), qc_positive=task.fill(task.qc_positive),
+        qc_negative=task.fill(task.qc_negative))
+
+
+def listwise_rank_prompt(query: str, passages: list[str]) -> str:
+    listed = "\n".join(f"[{i + 1}] {p}" for i, p in enumerate(passages))
+    return templates()["listwise_rank"].format(num=len(passages), query=query, passages=listed)

@@ -89,10 +89,21 @@ class OpenAICompatibleHandler(BaseHTTPRequestHandler):
                       "total_tokens": len(prompt.split()) + tokens}})
 
 
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request, client_address):
+        # A client that timed out and hung up is routine for a server; anything else keeps its traceback.
+        import sys
+
+        if isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+            logger.debug("client %s went away before the response", client_address)
+            return
+        super().handle_error(request, client_address)
+
+
 def make_server(generator: Generator, host: str = "127.0.0.1", port: int = 0, model_name: str | None = None,
                 handler: type[OpenAICompatibleHandler] = OpenAICompatibleHandler) -> ThreadingHTTPServer:
     """Bind (port 0 picks a free one; read ``server.server_address``); call ``serve_forever`` to run."""
-    server = ThreadingHTTPServer((host, port), handler)
+    server = _Server((host, port), handler)
     server.daemon_threads = True
     server.generator = generator
     server.model_name = model_name or generator.model_name

@@ -1,0 +1,147 @@
+"""Stage A: pseudo-queries from a seeded sample of the unlabeled corpus.
+
+    python -m data_generation.generate_queries --config configs/cpu-demo/generate_queries.yaml [--flag value ...]
+
+One generation per sampled document, in the task's style (task instruction, query type, mission, seeded
+length/style/stance draws, three few-shot examples), then optional LLM quality control with a strictly
+parsed one-digit reply. Drops empty, over-long, document-copying and duplicate queries, counting each reason.
+Output: ``queries.jsonl`` rows ``{id, query, doc_id, passage}``.
+"""
+from __future__ import annotations
+
+import logging
+import random
+import re
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from evaluation.data import load_dataset
+from inference.config import parse_args
+from inference.embedder import document_text
+from inference.errors import UserError, run_cli
+from inference.prompts import get_task, quality_control_prompt, query_generation_prompt
+
+from .stage import ChunkResult, StageArguments, StageRun, build_generator, input_record, summary_paragraph
+from .text import clean_generated_query, copies_document, normalize_for_dedup, truncate_to_tokens, word_count
+
+logger = logging.getLogger(__name__)
+STAGE = "generate_queries"
+_QC_REPLY = re.compile(r"^\s*[\[(]?([01])[\])]?(?:\s*[:.)\-]|\s|$)")
+
+
+@dataclass
+class GenerateQueriesArguments(StageArguments):
+    """Stage A: generate pseudo-queries from a sample of the corpus."""
+    dataset_path: str = field(default="", metadata={"help": "dataset folder (BEIR, AIR-Bench or corpus.json)"})
+    train_num: int | None = field(default=None, metadata={"help": "documents to sample (default: all)"})
+    train_ratio: float | None = field(default=None, metadata={"help": "or a fraction of the corpus"})
+    max_passage_tokens: int = field(default=512, metadata={"help": "passage budget in the prompt, in tokens"})
+    use_examples: bool = True
+    quality_control: bool = True
+    max_query_words: int = 64
+    min_query_words: int = 2
+    max_new_tokens: int = 64
+    temperature: float = 0.2
+
+    def validate(self) -> None:
+        super().validate()
+        if not self.dataset_path:
+            raise UserError("required", field="dataset_path")
+        if self.train_num is not None and self.train_num < 1:
+            raise UserError("must be ≥ 1", field="train_num")
+        if self.train_ratio is not None and not 0 < self.train_ratio <= 1:
+            raise UserError("must be in (0, 1]", field="train_ratio")
+
+
+def parse_qc_reply(reply: str) -> int | None:
+    """1 or 0 from a reply that starts with that digit; anything else (e.g. "10", "yes") is unparsable."""
+    match = _QC_REPLY.match(reply)
+    return int(match.group(1)) if match else None
+
+
+def sample_documents(corpus: dict[str, dict], args: GenerateQueriesArguments) -> list[str]:
+    ids = sorted(corpus)
+    n = len(ids)
+    if args.train_ratio is not None:
+        n = max(1, int(args.train_ratio * len(ids)))
+    if args.train_num is not None:
+        n = min(n, args.train_num)
+    return random.Random(args.seed).sample(ids, n)
+
+
+def run(args: GenerateQueriesArguments) -> dict:
+    task = get_task(args.task)
+    ds = load_dataset(args.dataset_path, split=None)
+    stage = StageRun(STAGE, args, "queries.jsonl", {"corpus": input_record(ds.corpus_file)})
+    if stage.already_complete:
+        logger.info("%s already complete in %s (use --overwrite to redo)", STAGE, args.output_dir)
+        return {"stage": STAGE, "output": str(stage.output), "skipped": True}
+    doc_ids = sample_documents(ds.corpus, args)
+    items = [{"id": f"q-{doc_id}", "doc_id": doc_id} for doc_id in doc_ids]
+    generator = build_generator(args)
+    tokenizer = getattr(generator, "tokenizer", None)
+    stage.models = {"generator": generator.describe()}
+    stage.extra = {"corpus_documents": len(ds.corpus), "task": task.name}
+
+    def process(chunk: list[dict], index: int) -> ChunkResult:
+        result = ChunkResult()
+        passages = [document_text(ds.corpus[it["doc_id"]]) for it in chunk]
+        prompts = []
+        for it, passage in zip(chunk, passages):
+            rng = random.Random(f"{args.seed}:{it['doc_id']}")  # per-document draws, independent of chunking
+            prompts.append(query_generation_prompt(truncate_to_tokens(passage, args.max_passage_tokens, tokenizer),
+                                                   task, rng, args.use_examples))
+        outputs = generator.generate(prompts, n=1, temperature=args.temperature, top_p=args.top_p,
+                                     max_new_tokens=args.max_new_tokens, seed=args.seed + index)
+        candidates = []
+        for it, passage, out in zip(chunk, passages, outputs):
+            query = clean_generated_query(out[0])
+            if word_count(query) < args.min_query_words:
+                result.dropped["empty"] += 1
+            elif word_count(query) > args.max_query_words:
+                result.dropped["too_long"] += 1
+            elif copies_document(query, passage):
+                result.dropped["copies_document"] += 1
+            else:
+                candidates.append({"id": it["id"], "query": query, "doc_id": it["doc_id"], "passage": passage})
+        if args.quality_control and candidates:
+            qc_prompts = [quality_control_prompt(c["query"], truncate_to_tokens(
+                c["passage"], args.max_passage_tokens, tokenizer), task) for c in candidates]
+            replies = generator.generate(qc_prompts, n=1, temperature=0.0, max_new_tokens=4, seed=args.seed + index)
+            kept = []
+            for cand, reply in zip(candidates, replies):
+                verdict = parse_qc_reply(reply[0])
+                if verdict is None:
+                    result.dropped["qc_unparsable"] += 1
+                elif verdict == 0:
+                    result.dropped["qc_rejected"] += 1
+                else:
+                    kept.append(cand)
+            candidates = kept
+        result.rows = candidates
+        return result
+
+    def drop_duplicates(rows: list[dict], dropped) -> list[dict]:
+        seen, kept = set(), []
+        for row in rows:
+            key = normalize_for_dedup(row["query"])
+            if key in seen:
+                dropped["duplicate"] += 1
+                continue
+            seen.add(key)
+            kept.append(row)
+        return kept
+
+    return stage.run(items, process, finalize=drop_duplicates, generator=generator, desc="pseudo-queries")
+
+
+def main(argv: Sequence[str]) -> int:
+    args = parse_args(GenerateQueriesArguments, argv, prog=f"python -m data_generation.{STAGE}")
+    summary = run(args)
+    if not summary.get("skipped"):
+        print(summary_paragraph(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

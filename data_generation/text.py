@@ -1,0 +1,49 @@
+"""Text helpers shared by the stages: token budgets, output clean-up, copy detection."""
+from __future__ import annotations
+
+import re
+
+_LABEL = re.compile(r"^\s*(?:generated\s+)?(?:[a-z\- ]{0,30})?(?:query|claim|question|title|answer|output)\s*:\s*",
+                    re.IGNORECASE)
+_WORD = re.compile(r"\w+")
+
+
+def truncate_to_tokens(text: str, max_tokens: int, tokenizer=None) -> str:
+    """Cut ``text`` to ``max_tokens`` tokens of ``tokenizer`` (or ~0.75 words per token without one)."""
+    if max_tokens <= 0:
+        return text
+    if tokenizer is not None:
+        ids = tokenizer(text, add_special_tokens=False, truncation=False)["input_ids"]
+        return text if len(ids) <= max_tokens else tokenizer.decode(ids[:max_tokens])
+    words = text.split()
+    limit = int(max_tokens * 0.75)
+    return text if len(words) <= limit else " ".join(words[:limit])
+
+
+def clean_generated_query(text: str) -> str:
+    """First non-empty line, without a leading label ("Generated claim:") or wrapping quotes."""
+    for line in text.strip().splitlines():
+        line = line.strip()
+        if line:
+            line = _LABEL.sub("", line, count=1).strip()
+            return line.strip("\"'`*“”").strip()
+    return ""
+
+
+def normalize_for_dedup(text: str) -> str:
+    return " ".join(_WORD.findall(text.lower()))
+
+
+def copies_document(query: str, passage: str, n: int = 4, threshold: float = 0.9, min_words: int = 6) -> bool:
+    """True when nearly all of the query's word n-grams appear verbatim in the passage (a copied sentence)."""
+    q = _WORD.findall(query.lower())
+    if len(q) < min_words:
+        return False
+    p = _WORD.findall(passage.lower())
+    grams_p = {tuple(p[i:i + n]) for i in range(len(p) - n + 1)}
+    grams_q = [tuple(q[i:i + n]) for i in range(len(q) - n + 1)]
+    return bool(grams_q) and sum(g in grams_p for g in grams_q) / len(grams_q) >= threshold
+
+
+def word_count(text: str) -> int:
+    return len(_WORD.findall(text))
