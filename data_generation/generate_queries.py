@@ -26,7 +26,7 @@ from .text import clean_generated_query, copies_document, normalize_for_dedup, t
 
 logger = logging.getLogger(__name__)
 STAGE = "generate_queries"
-_QC_REPLY = re.compile(r"^\s*[\[(]?([01])[\])]?(?:\s*[:.)\-]|\s|$)")
+_QC_REPLY = re.compile(r"^\s*[\[(]?([01])[\])]?(?:\s*[:.)\-](?!\d)|\s|$)")
 
 
 @dataclass

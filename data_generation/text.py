@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import re
 
-_LABEL = re.compile(r"^\s*(?:generated\s+)?(?:[a-z\- ]{0,30})?(?:query|claim|question|title|answer|output)\s*:\s*",
-                    re.IGNORECASE)
+# "Generated claim:", "The scientific claim is:", "Here is the query:" ...
+_LABEL = re.compile(r"^\s*(?:here\s+is\s+)?(?:the\s+|a\s+|an\s+)?(?:generated\s+)?(?:[a-z\-]+\s+){0,3}?"
+                    r"(?:query|claim|question|title|answer|output)(?:\s+is)?\s*:\s*", re.IGNORECASE)
 _WORD = re.compile(r"\w+")
 
 

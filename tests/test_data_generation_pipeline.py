@@ -1,0 +1,196 @@
+"""All four stages end to end on a 30-document SciFact slice with the bundled SmolLM2 + MiniLM on CPU, run as a
+user runs them (``python -m data_generation.<stage>``); resume after a real SIGKILL; the openai backend."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, SCIFACT, run_module
+
+pytestmark = pytest.mark.skipif(not SCIFACT.is_dir(), reason="needs ../shared/data/scifact")
+
+COMMON = ["--generator_backend", "hf", "--chunk_size", "3", "--seed", "7"]
+STAGE_ARGS = {
+    "generate_queries": ["--train_num", "6", "--max_passage_tokens", "96", "--use_examples", "false",
+                         "--quality_control", "false", "--max_new_tokens", "32"],
+    "generate_generator_data": ["--dpo_num", "3", "--threshold", "1.0", "--use_rule1", "false",
+                                "--max_new_tokens", "24"],
+    "generate_retriever_data": ["--max_new_tokens", "24", "--num_negatives", "5", "--neg_window", "10"],
+    "generate_retriever_distill_data": ["--passage_max_tokens", "48", "--max_candidates", "6",
+                                        "--max_new_tokens", "32"],
+}
+
+
+def stage_cmd(stage: str, root: Path, out: Path, slice_dir: Path) -> list[str]:
+    io = {
+        "generate_queries": ["--dataset_path", str(slice_dir)],
+        "generate_generator_data": ["--queries_path", str(root / "queries" / "queries.jsonl")],
+        "generate_retriever_data": ["--queries_path", str(root / "queries" / "queries.jsonl"),
+                                    "--dataset_path", str(slice_dir)],
+        "generate_retriever_distill_data": ["--retriever_data_path", str(root / "retriever" / "train.jsonl")],
+    }[stage]
+    return [*io, "--output_dir", str(out), *COMMON, *STAGE_ARGS[stage]]
+
+
+@pytest.fixture(scope="module")
+def slice_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("scifact30")
+    with open(SCIFACT / "corpus.jsonl") as src:
+        lines = [next(src) for _ in range(30)]
+    (root / "corpus.jsonl").write_text("".join(lines))
+    return root
+
+
+@pytest.fixture(scope="module")
+def pipeline(slice_dir, tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("pipeline")
+    for stage, folder in [("generate_queries", "queries"), ("generate_generator_data", "generator"),
+                          ("generate_retriever_data", "retriever"), ("generate_retriever_distill_data", "distill")]:
+        proc = run_module(f"data_generation.{stage}", *stage_cmd(stage, root, root / folder, slice_dir))
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert "rows kept from" in proc.stdout  # the closing summary paragraph
+    return root
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_outputs_have_the_documented_schemas(pipeline, slice_dir):
+    corpus_ids = {json.loads(line)["_id"] for line in (slice_dir / "corpus.jsonl").read_text().splitlines()}
+    queries = read_jsonl(pipeline / "queries" / "queries.jsonl")
+    assert 1 <= len(queries) <= 6
+    for q in queries:
+        assert set(q) == {"id", "query", "doc_id", "passage"} and q["doc_id"] in corpus_ids and q["query"].strip()
+
+    pairs = read_jsonl(pipeline / "generator" / "train.jsonl")
+    assert pairs
+    for p in pairs:
+        assert {"prompt", "chosen", "rejected", "chosen_score", "rejected_score", "query", "doc_id"} <= set(p)
+        assert p["chosen"] != p["rejected"] and p["chosen_score"] >= p["rejected_score"]
+        assert p["prompt"].startswith("Given a retrieval task and a query") and p["query"] in p["prompt"]
+
+    rows = read_jsonl(pipeline / "retriever" / "train.jsonl")
+    assert rows
+    for r in rows:
+        assert {"query", "answer", "pos", "neg", "neg_answer", "pos_id", "neg_ids", "pos_rank"} <= set(r)
+        assert len(r["pos"]) == 1 and 1 <= len(r["neg"]) <= 5 and r["pos_id"] not in r["neg_ids"]
+        assert r["pos"][0] not in r["neg"] and len(set(r["neg_ids"])) == len(r["neg_ids"])
+
+    distill = read_jsonl(pipeline / "distill" / "train_distill.jsonl")
+    assert len(distill) == len(rows)
+    for d, r in zip(distill, rows):
+        assert d["pos"] == r["pos"] and sorted(d["neg"]) == sorted(r["neg"])  # reordered, never rewritten
+        scores = d["pos_scores"] + d["neg_scores"]
+        assert sorted(scores, reverse=True) == [1 / (k + 1) for k in range(len(scores))]
+        assert d["neg_scores"] == sorted(d["neg_scores"], reverse=True)
+        assert d["ranking_status"] in {"ok", "partial", "fallback"}
+
+
+def test_manifests_record_inputs_models_counts(pipeline):
+    for folder, stage in [("queries", "generate_queries"), ("generator", "generate_generator_data"),
+                          ("retriever", "generate_retriever_data"), ("distill", "generate_retriever_distill_data")]:
+        m = json.loads((pipeline / folder / "manifest.json").read_text())
+        assert m["stage"] == stage and m["status"] == "complete" and m["seed"] == 7
+        assert m["inputs"] and all(len(v["sha256"]) == 64 for v in m["inputs"].values())
+        assert m["models"]["generator"]["model"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
+        assert {"items", "kept", "dropped", "failed"} <= set(m["counts"]) and m["versions"]["torch"]
+        assert m["generation"]["new_tokens"] > 0 and m["wall_seconds"] > 0 and len(m["output"]["sha256"]) == 64
+    ranking = json.loads((pipeline / "distill" / "manifest.json").read_text())["counts"]["notes"]
+    assert sum(ranking.values()) == json.loads((pipeline / "distill" / "manifest.json").read_text())["counts"]["kept"]
+
+
+def test_llamafactory_accepts_the_preference_data(pipeline, tmp_path):
+    """Load the pairs with LLaMA-Factory's own dataset pipeline (DPO stage), as llamafactory-cli would."""
+    llama_dir = pipeline / "generator" / "llamafactory"
+    info = json.loads((llama_dir / "dataset_info.json").read_text())
+    (name, entry), = info.items()
+    assert entry["ranking"] is True and (llama_dir / entry["file_name"]).is_file()
+    script = f"""
+from llamafactory.hparams import get_train_args
+from llamafactory.data import get_template_and_fix_tokenizer, get_dataset
+from llamafactory.model import load_tokenizer
+from inference.resolver import resolve_model_path
+args = dict(model_name_or_path=resolve_model_path("HuggingFaceTB/SmolLM2-135M-Instruct"), stage="dpo", do_train=True,
+            finetuning_type="lora", dataset={name!r}, dataset_dir={str(llama_dir)!r}, template="default",
+            cutoff_len=512, output_dir={str(tmp_path / 'lf')!r}, bf16=False, report_to="none")
+model_args, data_args, training_args, *_ = get_train_args(args)
+tok = load_tokenizer(model_args)
+template = get_template_and_fix_tokenizer(tok["tokenizer"], data_args)
+ds = get_dataset(template, model_args, data_args, training_args, stage="rm", **tok)["train_dataset"]
+print("ROWS", len(ds), "COLUMNS", ",".join(sorted(ds.column_names)))
+"""
+    proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    pairs = len((pipeline / "generator" / "train.jsonl").read_text().splitlines())
+    assert f"ROWS {pairs} " in proc.stdout and "chosen_input_ids" in proc.stdout and "rejected_input_ids" in proc.stdout
+
+
+def test_sigkill_then_rerun_gives_exactly_the_uninterrupted_rows(pipeline, slice_dir, tmp_path):
+    out = tmp_path / "generator_killed"
+    cmd = [sys.executable, "-m", "data_generation.generate_generator_data",
+           *stage_cmd("generate_generator_data", pipeline, out, slice_dir)]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    first_chunk = out / "chunks" / "chunk-000000.json"
+    deadline = time.time() + 300
+    while not first_chunk.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert first_chunk.exists() and not (out / "train.jsonl").exists()  # killed part-way
+    assert json.loads((out / "manifest.json").read_text())["status"] == "running"
+    rerun = run_module("data_generation.generate_generator_data",
+                       *stage_cmd("generate_generator_data", pipeline, out, slice_dir))
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "resuming, 1 of 2 chunks already done" in rerun.stderr
+    assert (out / "train.jsonl").read_text() == (pipeline / "generator" / "train.jsonl").read_text()
+    assert (out / "llamafactory" / "scifact_rlrf.json").read_text() == \
+        (pipeline / "generator" / "llamafactory" / "scifact_rlrf.json").read_text()
+
+
+def test_rerun_of_a_finished_stage_is_a_no_op_and_changed_parameters_need_overwrite(pipeline, slice_dir):
+    args = stage_cmd("generate_retriever_distill_data", pipeline, pipeline / "distill", slice_dir)
+    before = (pipeline / "distill" / "train_distill.jsonl").stat().st_mtime_ns
+    proc = run_module("data_generation.generate_retriever_distill_data", *args)
+    assert proc.returncode == 0 and "already complete" in proc.stderr
+    assert (pipeline / "distill" / "train_distill.jsonl").stat().st_mtime_ns == before
+    changed = [a if a != "48" else "64" for a in args]  # passage_max_tokens 48 → 64
+    proc = run_module("data_generation.generate_retriever_distill_data", *changed)
+    assert proc.returncode == 2 and "different parameters (passage_max_tokens)" in proc.stderr
+    assert "--overwrite" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_inputs_are_validated_against_the_previous_manifest(pipeline, tmp_path, tiny_beir):
+    # Queries generated from the SciFact slice, mined against another corpus: a clear error.
+    proc = run_module("data_generation.generate_retriever_data", "--queries_path",
+                      str(pipeline / "queries" / "queries.jsonl"), "--dataset_path", str(tiny_beir),
+                      "--output_dir", str(tmp_path / "r"), *COMMON)
+    assert proc.returncode == 2 and "generated from a different corpus" in proc.stderr
+    # A file without its stage's manifest (or edited after the stage finished) is refused.
+    copy = tmp_path / "loose" / "queries.jsonl"
+    copy.parent.mkdir()
+    copy.write_text((pipeline / "queries" / "queries.jsonl").read_text())
+    proc = run_module("data_generation.generate_generator_data", "--queries_path", str(copy),
+                      "--output_dir", str(tmp_path / "g"), *COMMON)
+    assert proc.returncode == 2 and "no manifest.json beside the input" in proc.stderr
+
+
+def test_a_stage_through_the_openai_backend(server, slice_dir, tmp_path):
+    out = tmp_path / "queries_api"
+    proc = run_module("data_generation.generate_queries", "--dataset_path", str(slice_dir), "--output_dir", str(out),
+                      "--generator", "smollm2-local", "--generator_backend", "openai", "--generation_cache",
+                      str(tmp_path / "cache"), "--train_num", "3", "--chunk_size", "3", "--max_passage_tokens", "64",
+                      "--use_examples", "false", "--quality_control", "false", "--max_new_tokens", "24",
+                      env={"OPENAI_BASE_URL": server.base_url, "OPENAI_API_KEY": "local-test"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = read_jsonl(out / "queries.jsonl")
+    assert rows and all(r["query"] for r in rows)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["models"]["generator"]["backend"] == "openai" and server.plan.requests == 3
+    assert "local-test" not in (out / "manifest.json").read_text()

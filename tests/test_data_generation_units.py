@@ -1,0 +1,106 @@
+"""Unit checks of the stage rules: RLRF keep rule, negative mining, ranking parsing, teacher scores, text clean-up."""
+import random
+
+import numpy as np
+import pytest
+
+from data_generation.generate_generator_data import GeneratorDataArguments, select_pair
+from data_generation.generate_queries import parse_qc_reply
+from data_generation.generate_retriever_data import RetrieverDataArguments, mine_negatives
+from data_generation.generate_retriever_distill_data import parse_ranking, teacher_rows
+from data_generation.text import clean_generated_query, copies_document, truncate_to_tokens
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_keep_rule_equals_its_closed_form(seed):
+    # s_max > r and (s_max − 0.8r)·τ ≥ (s_min − 0.8r)  ⇔  a_max > r and a_min ≤ τ·a_max   (pipeline.md §4)
+    rng = np.random.default_rng(seed)
+    r, tau = float(rng.uniform(0.2, 0.8)), 0.95
+    a = rng.uniform(0.1, 0.9, size=4)
+    picked = select_pair(r, a, 0.2, tau, True)
+    expected = a.max() > r and a.min() <= tau * a.max()
+    assert (not isinstance(picked, str)) == expected
+    if not isinstance(picked, str):
+        k_pos, k_neg, s_max, s_min = picked
+        assert (k_pos, k_neg) == (int(a.argmax()), int(a.argmin()))
+        assert s_max == pytest.approx(0.8 * r + 0.2 * a.max()) and s_min == pytest.approx(0.8 * r + 0.2 * a.min())
+
+
+def test_keep_rule_reasons():
+    assert select_pair(0.5, np.array([0.45, 0.40]), 0.2, 0.95, True) == "no_augmentation_beats_query"
+    assert select_pair(0.5, np.array([0.60, 0.59]), 0.2, 0.95, True) == "samples_too_similar"
+    assert not isinstance(select_pair(0.5, np.array([0.45, 0.40]), 0.2, 0.95, False), str)  # rule 1 off
+
+
+def _mining_args(**kw):
+    base = dict(output_dir="x", queries_path="q", dataset_path="d", neg_window=3, num_negatives=3,
+                fallback_range=[2, 6])
+    base.update(kw)
+    return RetrieverDataArguments(**base)
+
+
+def test_95neg_window_starts_at_first_score_below_cutoff():
+    ids = np.array([7, 3, 5, 1, 2, 8, 9, 4])
+    scores = np.array([1.0, 0.99, 0.96, 0.94, 0.90, 0.80, 0.70, 0.60])
+    # positive (3) at rank 1, score .99 → cutoff .9405 → first rank after it with score ≤ cutoff is rank 3
+    negs, rank = mine_negatives(ids, scores, 3, 10, _mining_args(), random.Random(0))
+    assert rank == 1 and negs == [1, 2, 8]
+
+
+def test_missing_positive_falls_back_to_fallback_ranks_and_ignores_padding():
+    ids = np.array([7, 3, 5, 1, 2, 8, 9, 4, -1, -1])
+    scores = np.array([1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, -np.inf, -np.inf])
+    negs, rank = mine_negatives(ids, scores, 6, 10, _mining_args(), random.Random(0))
+    assert rank == -1 and len(negs) == 3 and set(negs) <= {5, 1, 2, 8} and -1 not in negs
+    assert negs == sorted(negs, key=lambda i: list(ids).index(i))  # kept in rank order
+
+
+def test_positive_never_among_negatives_in_a_tiny_corpus():
+    ids, scores = np.array([0, 1, 2]), np.array([0.9, 0.8, 0.7])
+    for neg_type in ("95neg", "hard", "random"):
+        negs, _ = mine_negatives(ids, scores, 1, 3, _mining_args(neg_type=neg_type), random.Random(1))
+        assert 1 not in negs and negs
+
+
+@pytest.mark.parametrize("reply, n, order, status", [
+    ("[2] > [1] > [3]", 3, [1, 0, 2], "ok"),
+    ("[3] > [3] > [1] > [9]", 3, [2, 0, 1], "partial"),       # repeated and out-of-range ids ignored
+    ("2 > 3 > 1", 3, [1, 2, 0], "ok"),                         # bare numbers
+    ("The first passage is best.", 3, [0, 1, 2], "fallback"),  # nothing usable: mining order
+    ("[0] > [1]", 2, [0, 1], "partial"),                       # ids are 1-based; [0] is out of range
+])
+def test_parse_ranking(reply, n, order, status):
+    assert parse_ranking(reply, n) == (order, status)
+
+
+def test_teacher_scores_are_reciprocal_ranks_without_ties():
+    row = {"pos": ["P"], "neg": ["A", "B", "C"], "pos_id": "p", "neg_ids": ["a", "b", "c"]}
+    out = teacher_rows(row, [2, 0, 3, 1], relabel=False)  # LLM: B > P > C > A
+    assert out["pos"] == ["P"] and out["pos_scores"] == [0.5]
+    assert out["neg"] == ["B", "C", "A"] and out["neg_ids"] == ["b", "c", "a"]
+    assert out["neg_scores"] == pytest.approx([1.0, 1 / 3, 1 / 4])
+    relabeled = teacher_rows(row, [2, 0, 3, 1], relabel=True)  # the reference: LLM's top becomes positive
+    assert relabeled["pos"] == ["B"] and relabeled["pos_scores"] == [1.0] and relabeled["neg"] == ["P", "C", "A"]
+
+
+def test_qc_reply_is_parsed_strictly():
+    assert parse_qc_reply("1") == 1 and parse_qc_reply("0: No, it cannot.") == 0 and parse_qc_reply(" [1]") == 1
+    assert parse_qc_reply("10") is None and parse_qc_reply("Yes") is None and parse_qc_reply("1.5") is None
+
+
+def test_text_helpers():
+    assert clean_generated_query('The scientific claim is: "Statins lower LDL."') == "Statins lower LDL."
+    assert clean_generated_query("\n\nQuery: how tall is everest\nBecause...") == "how tall is everest"
+    passage = "Statins lower LDL cholesterol in adults with diabetes according to a large randomised trial."
+    assert copies_document("statins lower LDL cholesterol in adults with diabetes", passage)
+    assert not copies_document("Do statins reduce cholesterol for diabetic patients?", passage)
+    assert truncate_to_tokens("one two three four five six seven eight", 4) == "one two three"
+
+
+def test_stage_arguments_validate():
+    from inference.errors import UserError
+
+    with pytest.raises(UserError):
+        GeneratorDataArguments(output_dir="o", queries_path="q", dpo_num=1).validate()
+    with pytest.raises(UserError):
+        GeneratorDataArguments(output_dir="o", queries_path="q", temperature=0).validate()
