@@ -46,7 +46,7 @@ class GeneratorArguments:
     temperature: float = 0.0
     top_p: float = 1.0
     max_new_tokens: int = 128
-    generation_batch_size: int = 16
+    generation_batch_size: int = 32
     generation_cache: str | None = field(default=None, metadata={"help": "openai backend response cache folder"})
     api_key_file: str | None = field(default=None, metadata={"help": "file holding the API key (else OPENAI_API_KEY)",
                                                            "secret": True})

@@ -53,7 +53,7 @@ class EvaluateArguments:
     top_p: float = 1.0
     max_new_tokens: int = 128
     num_generations: int = 1
-    generation_batch_size: int = 16
+    generation_batch_size: int = 32
     max_queries: int | None = field(default=None, metadata={"help": "seeded subset of the judged queries"})
     seed: int = 0
     embedding_cache: str | None = field(default="auto", metadata={"help": "folder, 'auto' (user cache) or none"})

@@ -18,7 +18,7 @@ logger = logging.getLogger(__name__)
 class HFGenerator(Generator):
     backend = "hf"
 
-    def __init__(self, model: str, prompt_format: str = "chat", batch_size: int = 16, device: str | None = None,
+    def __init__(self, model: str, prompt_format: str = "chat", batch_size: int = 32, device: str | None = None,
                  dtype: str = "auto", repetition_penalty: float = 1.0, max_prompt_tokens: int | None = None,
                  show_progress: bool = True, trust_remote_code: bool = False):
         super().__init__(model, prompt_format)
