@@ -54,7 +54,7 @@ class EmbedderConfig:
             raise UserError(f"must be auto, fp32, fp16 or bf16, got {self.dtype!r}", field="dtype")
 
 
-def _sentence_transformers_defaults(path: Path) -> dict:
+def sentence_transformers_defaults(path: Path) -> dict:
     """Read pooling / normalize / max_seq_length from a sentence-transformers folder, if it is one."""
     out: dict = {}
     modules_file = path / "modules.json"
@@ -120,7 +120,7 @@ class Embedder:
 
         self.path = resolve_model_path(config.model_name_or_path)
         local = Path(self.path)
-        st_defaults = _sentence_transformers_defaults(local) if local.is_dir() else {}
+        st_defaults = sentence_transformers_defaults(local) if local.is_dir() else {}
         self.pooling_method = config.pooling_method or st_defaults.get("pooling_method", "cls")
         self.normalize = config.normalize if config.normalize is not None else st_defaults.get("normalize", True)
 

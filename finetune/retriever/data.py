@@ -1,0 +1,169 @@
+"""Training data for the retriever: our stage D/E rows and the Open-Retrievals pairwise format.
+
+Accepted rows (JSONL):
+- ours: ``{query, pos: [...], neg: [...], answer?, pos_scores?, neg_scores?}``;
+- Open-Retrievals: ``{query, positive: [...] | str, negative: [...] | str}``.
+
+Each item yields one group: a positive and ``train_group_size − 1`` negatives (sampled without replacement,
+repeated when too few), seeded by (seed, epoch, index) so a resumed run sees the same groups. With teacher
+scores the negatives are ordered by score, best first (the order the Plackett-Luce loss uses). With
+``same_dataset_within_batch`` every global batch comes from a single file; the order is rebuilt each epoch.
+"""
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from inference.embedder import document_text
+from inference.errors import UserError
+from inference.io import iter_jsonl
+from inference.prompts import augmentation_prefix
+
+logger = logging.getLogger(__name__)
+
+
+def _as_list(value, path, lineno, field) -> list[str]:
+    if isinstance(value, (str, dict)):
+        value = [value]
+    if not isinstance(value, list):
+        raise UserError(f"expected a list of passages, got {type(value).__name__}", file=path, line=lineno,
+                        field=field)
+    out = []
+    for v in value:
+        if isinstance(v, dict):
+            v = document_text(v)
+        if not isinstance(v, str):
+            raise UserError(f"expected passage strings, got {type(v).__name__}", file=path, line=lineno, field=field)
+        out.append(v)
+    return out
+
+
+def normalize_row(row: dict, path, lineno: int, need_scores: bool) -> dict:
+    if not isinstance(row.get("query"), str) or not row["query"].strip():
+        raise UserError("missing or empty", file=path, line=lineno, field="query")
+    pos_field = "pos" if "pos" in row else "positive"
+    neg_field = "neg" if "neg" in row else "negative"
+    if pos_field not in row:
+        raise UserError("missing (pos or positive)", file=path, line=lineno, field="pos")
+    pos = _as_list(row[pos_field], path, lineno, pos_field)
+    neg = _as_list(row.get(neg_field, []), path, lineno, neg_field)
+    if not pos:
+        raise UserError("no positive passage", file=path, line=lineno, field=pos_field)
+    out = {"query": row["query"], "pos": pos, "neg": neg, "answer": row.get("answer")}
+    if need_scores:
+        for name, n in (("pos_scores", len(pos)), ("neg_scores", len(neg))):
+            scores = row.get(name)
+            if not isinstance(scores, list) or len(scores) != n or not all(
+                    isinstance(s, (int, float)) for s in scores):
+                raise UserError(f"knowledge distillation needs {n} numeric scores (run "
+                                "generate_retriever_distill_data, or set knowledge_distillation false)",
+                                file=path, line=lineno, field=name)
+        out["pos_scores"], out["neg_scores"] = row["pos_scores"], row["neg_scores"]
+    return out
+
+
+def load_train_files(paths: list[str], need_scores: bool) -> list[list[dict]]:
+    files = []
+    for path in paths:
+        p = Path(path)
+        targets = sorted(p.glob("*.jsonl")) if p.is_dir() else [p]
+        for target in targets:
+            rows = [normalize_row(r, target, n, need_scores) for n, r in iter_jsonl(target)]
+            if not rows:
+                raise UserError("no training rows", file=target)
+            files.append(rows)
+    if not files:
+        raise UserError("no training files found", field="train_data")
+    return files
+
+
+class RetrieverTrainDataset(Dataset):
+    def __init__(self, files: list[list[dict]], group_size: int, global_batch_size: int, seed: int,
+                 same_dataset_within_batch: bool, use_teacher: bool):
+        self.files = files
+        self.group_size = group_size
+        self.global_batch_size = global_batch_size
+        self.seed = seed
+        self.same_dataset = same_dataset_within_batch
+        self.use_teacher = use_teacher
+        self.epoch = 0
+        self.order = self._build_order(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.order = self._build_order(epoch)
+
+    def _build_order(self, epoch: int) -> list[tuple[int, int]]:
+        rng = np.random.default_rng(self.seed + epoch)
+        if not self.same_dataset:
+            flat = [(f, i) for f, rows in enumerate(self.files) for i in range(len(rows))]
+            return [flat[j] for j in rng.permutation(len(flat))]
+        blocks = []
+        for f, rows in enumerate(self.files):
+            perm = rng.permutation(len(rows))
+            usable = len(perm) - len(perm) % self.global_batch_size  # a global batch never mixes files
+            blocks += [[(f, int(i)) for i in perm[s:s + self.global_batch_size]]
+                       for s in range(0, usable, self.global_batch_size)]
+        return [pair for b in rng.permutation(len(blocks)) for pair in blocks[b]]
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def __getitem__(self, index: int) -> dict:
+        f, i = self.order[index]
+        row = self.files[f][i]
+        rng = random.Random(f"{self.seed}:{self.epoch}:{f}:{i}")
+        p = rng.randrange(len(row["pos"]))
+        need = self.group_size - 1
+        neg_idx = list(range(len(row["neg"])))
+        if need and not neg_idx:
+            raise UserError(f"a row has no negatives but train_group_size is {self.group_size}", field="neg")
+        picked = rng.sample(neg_idx, need) if len(neg_idx) >= need else \
+            [neg_idx[k % len(neg_idx)] for k in range(need)]
+        if self.use_teacher:
+            picked.sort(key=lambda k: -row["neg_scores"][k])
+        item = {"query": row["query"], "passages": [row["pos"][p]] + [row["neg"][k] for k in picked],
+                "answer": row.get("answer")}
+        if self.use_teacher:
+            item["teacher"] = [float(row["pos_scores"][p])] + [float(row["neg_scores"][k]) for k in picked]
+        return item
+
+
+@dataclass
+class RetrieverCollator:
+    tokenizer: object
+    query_max_len: int
+    passage_max_len: int
+    query_instruction: str | None = None
+    passage_instruction: str | None = None
+    instruction_format: str = "{}{}"
+    with_answers: bool = False
+
+    def _fmt(self, texts: list[str], instruction: str | None) -> list[str]:
+        return [self.instruction_format.format(instruction, t) for t in texts] if instruction else texts
+
+    def _tok(self, texts: list[str], max_len: int) -> dict:
+        return dict(self.tokenizer(texts, padding=True, truncation=True, max_length=max_len, return_tensors="pt"))
+
+    def __call__(self, items: list[dict]) -> dict:
+        batch = {"query": self._tok(self._fmt([it["query"] for it in items], self.query_instruction),
+                                    self.query_max_len),
+                 "passages": self._tok(self._fmt([p for it in items for p in it["passages"]],
+                                                 self.passage_instruction), self.passage_max_len)}
+        if self.with_answers:
+            missing = [it for it in items if not it.get("answer")]
+            if missing:
+                raise UserError("training_type includes 'answer' but a row has no answer (stage D writes it)",
+                                field="answer")
+            # Answers are encoded exactly as at inference: PREFIX + answer, on the passage side.
+            answers = [augmentation_prefix() + it["answer"] for it in items]
+            batch["answers"] = self._tok(self._fmt(answers, self.passage_instruction), self.passage_max_len)
+        if "teacher" in items[0]:
+            batch["teacher"] = torch.tensor([it["teacher"] for it in items], dtype=torch.float32)
+        return batch

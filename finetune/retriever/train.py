@@ -1,0 +1,182 @@
+"""Retriever fine-tuning (stage F): contrastive + distillation + answer losses with ``transformers.Trainer``.
+
+    torchrun --nproc_per_node N -m finetune.retriever.train --config configs/cpu-demo/train_retriever.yaml [--flag value ...]
+    python -m finetune.retriever.train ...          # one process
+
+Flags override the YAML; unknown keys are errors. The run resumes automatically from the newest
+``checkpoint-*`` in ``output_dir`` (``--auto_resume false`` to start over). The saved model is a
+sentence-transformers folder that ``Embedder`` / ``Reinforced_IR_Model`` load with the same pooling.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import yaml
+
+from inference.config import load_yaml_config
+from inference.errors import UserError, run_cli
+from inference.io import atomic_write_json, file_sha256
+
+from .arguments import (KD_LOSS_TYPES, TRAINING_TYPES, RetrieverDataArguments, RetrieverModelArguments,
+                        RetrieverTrainingArguments)
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RunArguments:
+    auto_resume: bool = field(default=True, metadata={"help": "continue from the newest checkpoint in output_dir"})
+
+
+def _yaml_to_argv(path: str) -> list[str]:
+    argv: list[str] = []
+    for key, value in load_yaml_config(path).items():
+        if isinstance(value, list):
+            argv += [f"--{key}", *[str(v) for v in value]]
+        elif isinstance(value, dict):
+            argv += [f"--{key}", json.dumps(value)]
+        elif value is None:
+            continue
+        else:
+            argv += [f"--{key}", str(value)]
+    return argv
+
+
+def parse(argv: Sequence[str]):
+    from transformers import HfArgumentParser
+
+    argv = list(argv)
+    config = None
+    if "--config" in argv:
+        i = argv.index("--config")
+        config = argv[i + 1] if i + 1 < len(argv) else None
+        if not config:
+            raise UserError("--config needs a file")
+        argv = _yaml_to_argv(config) + argv[:i] + argv[i + 2:]
+    parser = HfArgumentParser((RetrieverModelArguments, RetrieverDataArguments, RetrieverTrainingArguments,
+                               RunArguments))
+    parsed = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
+    *objs, remaining = parsed
+    if remaining:
+        key = next((r for r in remaining if r.startswith("--")), remaining[0])
+        raise UserError(f"unknown option {key!r}", file=config if config else None)
+    model_args, data_args, train_args, run_args = objs
+    if not data_args.train_data:
+        raise UserError("required", field="train_data")
+    if train_args.kd_loss_type not in KD_LOSS_TYPES:
+        raise UserError(f"must be one of {', '.join(KD_LOSS_TYPES)}", field="kd_loss_type")
+    if train_args.training_type not in TRAINING_TYPES:
+        raise UserError(f"must be one of {', '.join(TRAINING_TYPES)}", field="training_type")
+    if data_args.train_group_size < 1:
+        raise UserError("must be ≥ 1", field="train_group_size")
+    return model_args, data_args, train_args, run_args
+
+
+def build_model(model_args: RetrieverModelArguments):
+    from transformers import AutoModel, AutoTokenizer
+
+    from inference.embedder import sentence_transformers_defaults
+    from inference.resolver import resolve_model_path
+
+    from .modeling import EmbeddingModel
+
+    path = resolve_model_path(model_args.model_name_or_path)
+    defaults = sentence_transformers_defaults(Path(path)) if Path(path).is_dir() else {}
+    pooling = model_args.pooling_method or defaults.get("pooling_method", "cls")
+    normalize = model_args.normalize_embeddings if model_args.normalize_embeddings is not None else \
+        defaults.get("normalize", True)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=model_args.trust_remote_code)
+        backbone = AutoModel.from_pretrained(path, trust_remote_code=model_args.trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"cannot load model: {str(exc).splitlines()[0]}",
+                        field=f"model_name_or_path {model_args.model_name_or_path}") from None
+    if pooling == "last":
+        tokenizer.padding_side = "left"
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+    if model_args.use_lora:
+        from peft import LoraConfig, get_peft_model
+
+        names = {n.split(".")[-1] for n, _ in backbone.named_modules()}
+        targets = [t for t in model_args.lora_target_modules if t in names]
+        if not targets:
+            raise UserError(f"none of {model_args.lora_target_modules} are modules of this model",
+                            field="lora_target_modules")
+        backbone = get_peft_model(backbone, LoraConfig(r=model_args.lora_rank, lora_alpha=model_args.lora_alpha,
+                                                       lora_dropout=model_args.lora_dropout, target_modules=targets))
+    return EmbeddingModel(backbone, pooling, normalize), tokenizer, defaults
+
+
+def train(model_args, data_args, train_args, run_args) -> dict:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    from .data import RetrieverCollator, RetrieverTrainDataset, load_train_files
+    from .trainer import EpochCallback, RetrieverTrainer
+
+    use_teacher = train_args.knowledge_distillation
+    files = load_train_files(data_args.train_data, need_scores=use_teacher)
+    model, tokenizer, _ = build_model(model_args)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    dataset = RetrieverTrainDataset(files, data_args.train_group_size,
+                                    train_args.per_device_train_batch_size * world, train_args.seed,
+                                    data_args.same_dataset_within_batch, use_teacher)
+    if len(dataset) < train_args.per_device_train_batch_size * world:
+        raise UserError(f"{len(dataset)} training rows cannot fill one global batch of "
+                        f"{train_args.per_device_train_batch_size * world}", field="train_data")
+    collator = RetrieverCollator(tokenizer, data_args.query_max_len, data_args.passage_max_len,
+                                 model_args.query_instruction_for_retrieval or None,
+                                 model_args.passage_instruction_for_retrieval or None,
+                                 model_args.query_instruction_format,
+                                 with_answers="answer" in train_args.training_type)
+    if train_args.gradient_checkpointing:
+        train_args.gradient_checkpointing_kwargs = train_args.gradient_checkpointing_kwargs or {"use_reentrant": False}
+    trainer = RetrieverTrainer(model=model, args=train_args, train_dataset=dataset, data_collator=collator,
+                               processing_class=tokenizer, max_seq_length=data_args.passage_max_len,
+                               callbacks=[EpochCallback(dataset)])
+    resume = train_args.resume_from_checkpoint
+    if resume is None and run_args.auto_resume and Path(train_args.output_dir).is_dir():
+        resume = get_last_checkpoint(train_args.output_dir)
+        if resume:
+            logger.info("auto-resuming from %s", resume)
+    result = trainer.train(resume_from_checkpoint=resume)
+    trainer.save_model(train_args.output_dir)
+    summary = {"global_step": trainer.state.global_step, "train_loss": result.training_loss,
+               "log_history": trainer.state.log_history, "resumed_from": resume}
+    if trainer.is_world_process_zero():
+        from data_generation.stage import package_versions
+
+        atomic_write_json(Path(train_args.output_dir) / "manifest.json", {
+            "stage": "train_retriever", "status": "complete",
+            "inputs": {str(p): file_sha256(p) for p in _data_files(data_args.train_data)},
+            "models": {"base": model_args.model_name_or_path, "pooling": model.pooling_method,
+                       "normalize": model.normalize},
+            "parameters": {"model": asdict(model_args), "data": asdict(data_args),
+                           "training": {k: v for k, v in train_args.to_dict().items() if "token" not in k}},
+            "world_size": world, "counts": {"rows": len(dataset), "steps": trainer.state.global_step},
+            "train_loss": result.training_loss, "versions": package_versions()})
+    return summary
+
+
+def _data_files(paths: list[str]) -> list[Path]:
+    out = []
+    for p in map(Path, paths):
+        out += sorted(p.glob("*.jsonl")) if p.is_dir() else [p]
+    return out
+
+
+def main(argv: Sequence[str]) -> int:
+    summary = train(*parse(argv))
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"trained {summary['global_step']} steps, mean loss {summary['train_loss']:.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

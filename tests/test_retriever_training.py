@@ -1,0 +1,115 @@
+"""The retriever trainer under real torchrun (2 processes, gloo), checkpoint resume, and reloading the result."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import REPO, TINY_CORPUS, run_module
+
+TORCHRUN = str(Path(sys.executable).with_name("torchrun"))
+
+
+def write_rows(path: Path, n: int = 8) -> Path:
+    """Distillation rows (ours) over the tiny corpus: positive + three negatives with teacher scores."""
+    docs = [f"{d['title']} {d['text']}" for d in TINY_CORPUS]
+    queries = ["how do plants make oxygen", "what is a volcano eruption", "which hormone lowers blood sugar",
+               "what is the sicilian defence", "what steers weather systems", "why does bread rise"]
+    rows = []
+    for k in range(n):
+        i = k % len(docs)
+        negs = [docs[(i + j) % len(docs)] for j in (1, 2, 3)]
+        rows.append({"query": queries[i], "pos": [docs[i]], "neg": negs, "pos_scores": [1.0],
+                     "neg_scores": [0.5, 1 / 3, 0.25], "answer": f"An answer about {queries[i]}"})
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def common_args(data: Path, out: Path) -> list[str]:
+    return ["--model_name_or_path", "sentence-transformers/all-MiniLM-L6-v2", "--train_data", str(data),
+            "--output_dir", str(out), "--per_device_train_batch_size", "2", "--train_group_size", "3",
+            "--query_max_len", "24", "--passage_max_len", "48", "--learning_rate", "1e-4", "--logging_steps", "1",
+            "--use_cpu", "true", "--seed", "3", "--temperature", "0.05", "--warmup_steps", "0"]
+
+
+def test_torchrun_two_processes_cross_device_kd(tmp_path):
+    data = write_rows(tmp_path / "train.jsonl")
+    out = tmp_path / "model"
+    cmd = [TORCHRUN, "--nproc_per_node", "2", "--master_port", "29517", "-m", "finetune.retriever.train",
+           *common_args(data, out), "--max_steps", "8", "--negatives_cross_device", "true",
+           "--knowledge_distillation", "true", "--kd_loss_type", "m3_kd_loss", "--training_type", "retrieval_answer",
+           "--save_steps", "100"]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "trained 8 steps" in proc.stdout
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["world_size"] == 2 and manifest["counts"]["steps"] == 8
+    state = json.loads(sorted(out.glob("checkpoint-*/trainer_state.json"))[-1].read_text())
+    losses = [h["loss"] for h in state["log_history"] if "loss" in h]
+    kd = [h["loss_kd_pl"] for h in state["log_history"] if "loss_kd_pl" in h]
+    assert len(losses) == 8 and len(kd) == 8
+    assert np.mean(losses[-3:]) < np.mean(losses[:3])  # the loss goes down
+
+    # Reloadable with sentence-transformers and with our Embedder / Reinforced_IR_Model: same vectors.
+    from sentence_transformers import SentenceTransformer
+
+    from inference import Embedder, Reinforced_IR_Model
+
+    texts = ["why does bread rise", "Insulin lowers blood glucose."]
+    st = SentenceTransformer(str(out), device="cpu").encode(texts, convert_to_numpy=True)
+    ours = Embedder(str(out), show_progress=False)
+    assert ours.pooling_method == "mean" and ours.normalize is True
+    np.testing.assert_allclose(ours.encode(texts), st, atol=1e-5)
+    model = Reinforced_IR_Model(str(out))
+    np.testing.assert_allclose(model.encode_queries(texts), st, atol=1e-5)
+    base = Embedder("sentence-transformers/all-MiniLM-L6-v2", show_progress=False).encode(texts)
+    assert not np.allclose(base, st, atol=1e-4)  # it did train
+
+
+def test_interrupted_training_resumes_to_the_same_final_step(tmp_path):
+    data = write_rows(tmp_path / "train.jsonl")
+    out = tmp_path / "model"
+    args = [sys.executable, "-m", "finetune.retriever.train", *common_args(data, out), "--max_steps", "6",
+            "--save_steps", "2"]
+    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 600
+    while not (out / "checkpoint-2" / "trainer_state.json").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.5)  # let the checkpoint finish writing its last file
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert (out / "checkpoint-2").is_dir() and not (out / "manifest.json").exists()
+    # A half-written newer checkpoint (killed mid-save) must not be picked up.
+    for partial in out.glob("checkpoint-*"):
+        if not (partial / "trainer_state.json").exists():
+            shutil.rmtree(partial)
+    rerun = run_module("finetune.retriever.train", *common_args(data, out), "--max_steps", "6", "--save_steps", "2")
+    assert rerun.returncode == 0, rerun.stderr[-4000:]
+    assert "auto-resuming from" in rerun.stderr and "trained 6 steps" in rerun.stdout
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["counts"]["steps"] == 6
+
+
+def test_open_retrievals_pairwise_format_and_bad_rows(tmp_path):
+    data = tmp_path / "pairs.jsonl"
+    docs = [f"{d['title']} {d['text']}" for d in TINY_CORPUS]
+    data.write_text("".join(json.dumps({"query": f"query {i}", "positive": [docs[i]],
+                                        "negative": [docs[(i + 1) % 6], docs[(i + 2) % 6]]}) + "\n" for i in range(6)))
+    out = tmp_path / "m"
+    proc = run_module("finetune.retriever.train", *common_args(data, out), "--max_steps", "2",
+                      "--use_inbatch_neg", "false")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    # KD asked for, but the rows have no teacher scores: a one-line error naming file, line and field.
+    proc = run_module("finetune.retriever.train", *common_args(data, tmp_path / "m2"), "--max_steps", "2",
+                      "--knowledge_distillation", "true")
+    assert proc.returncode == 2 and "pairs.jsonl:1, field 'pos_scores'" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    proc = run_module("finetune.retriever.train", *common_args(data, tmp_path / "m3"), "--no_such_option", "1")
+    assert proc.returncode == 2 and "unknown option '--no_such_option'" in proc.stderr
