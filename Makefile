@@ -12,7 +12,7 @@ export PYTHONUNBUFFERED := 1
 # own exit status (pipefail, and the filter itself always succeeds).
 PIPQ = 2>&1 | { grep -v "is ignored: it is neither" || true; }
 
-.PHONY: venv test test-all demo demo-eval bench clean
+.PHONY: venv test test-all demo demo-full bench clean
 
 venv: $(STAMP)
 
@@ -37,8 +37,14 @@ test-all: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m scripts.demo $(if $(DATA),--data $(DATA))
 
+# The same round with no time budget and every method on the full test split.
+demo-full: $(STAMP)
+	$(PY) -m scripts.demo --run_config configs/cpu-demo/scifact_full.yaml $(if $(DATA),--data $(DATA))
+
 bench: $(STAMP)
 	$(PY) benchmarks/encode.py
+	$(PY) benchmarks/generate.py
+	$(PY) benchmarks/train_retriever.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -22,14 +22,13 @@ from typing import Sequence
 
 import numpy as np
 
-from inference.config import parse_args
 from inference.errors import UserError, run_cli
 from inference.io import atomic_write_json
 from inference.prompts import generator_prompt, get_task
 
 from .retriever_args import RetrieverArguments, build_retriever, encode_augmentations
 from .stage import (ChunkResult, StageArguments, StageRun, build_generator, input_record, load_rows,
-                    require_complete_stage, summary_paragraph)
+                    require_complete_stage, stage_main)
 
 logger = logging.getLogger(__name__)
 STAGE = "generate_generator_data"
@@ -93,9 +92,8 @@ def run(args: GeneratorDataArguments) -> dict:
                                                   "corpus": queries_manifest["inputs"]["corpus"]})
     dataset_name = args.dataset_name or f"{task.name}_rlrf"
     llama_dir = stage.dir / "llamafactory"
-    if stage.already_complete:
-        logger.info("%s already complete in %s (use --overwrite to redo)", STAGE, args.output_dir)
-        return {"stage": STAGE, "output": str(stage.output), "skipped": True}
+    if (skipped := stage.skipped_summary()) is not None:
+        return skipped
     generator = build_generator(args)
     retriever = build_retriever(args)
     stage.models = {"generator": generator.describe(), "retriever": retriever.identity}
@@ -142,11 +140,7 @@ def run(args: GeneratorDataArguments) -> dict:
 
 
 def main(argv: Sequence[str]) -> int:
-    args = parse_args(GeneratorDataArguments, argv, prog=f"python -m data_generation.{STAGE}")
-    summary = run(args)
-    if not summary.get("skipped"):
-        print(summary_paragraph(summary))
-    return 0
+    return stage_main(argv, GeneratorDataArguments, run, STAGE)
 
 
 if __name__ == "__main__":

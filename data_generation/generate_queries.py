@@ -9,6 +9,7 @@ Output: ``queries.jsonl`` rows ``{id, query, doc_id, passage}``.
 """
 from __future__ import annotations
 
+import json
 import logging
 import random
 import re
@@ -16,16 +17,17 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from evaluation.data import load_dataset
-from inference.config import parse_args
 from inference.embedder import document_text
 from inference.errors import UserError, run_cli
+from inference.io import atomic_write_text
 from inference.prompts import get_task, quality_control_prompt, query_generation_prompt
 
-from .stage import ChunkResult, StageArguments, StageRun, build_generator, input_record, summary_paragraph
+from .stage import ChunkResult, StageArguments, StageRun, build_generator, input_record, stage_main
 from .text import clean_generated_query, copies_document, normalize_for_dedup, truncate_to_tokens, word_count
 
 logger = logging.getLogger(__name__)
 STAGE = "generate_queries"
+HELDOUT_FILE = "heldout.jsonl"
 _QC_REPLY = re.compile(r"^\s*[\[(]?([01])[\])]?(?:\s*[:.)\-](?!\d)|\s|$)")
 
 
@@ -40,6 +42,8 @@ class GenerateQueriesArguments(StageArguments):
     quality_control: bool = True
     max_query_words: int = 64
     min_query_words: int = 2
+    holdout_fraction: float = field(default=0.0, metadata={
+        "help": "share of kept queries written to heldout.jsonl instead (label-free dev set for early stopping)"})
     max_new_tokens: int = 64
     temperature: float = 0.2
 
@@ -51,6 +55,8 @@ class GenerateQueriesArguments(StageArguments):
             raise UserError("must be ≥ 1", field="train_num")
         if self.train_ratio is not None and not 0 < self.train_ratio <= 1:
             raise UserError("must be in (0, 1]", field="train_ratio")
+        if not 0 <= self.holdout_fraction < 1:
+            raise UserError("must be in [0, 1)", field="holdout_fraction")
 
 
 def parse_qc_reply(reply: str) -> int | None:
@@ -73,9 +79,8 @@ def run(args: GenerateQueriesArguments) -> dict:
     task = get_task(args.task)
     ds = load_dataset(args.dataset_path, split=None)
     stage = StageRun(STAGE, args, "queries.jsonl", {"corpus": input_record(ds.corpus_file)})
-    if stage.already_complete:
-        logger.info("%s already complete in %s (use --overwrite to redo)", STAGE, args.output_dir)
-        return {"stage": STAGE, "output": str(stage.output), "skipped": True}
+    if (skipped := stage.skipped_summary()) is not None:
+        return skipped
     doc_ids = sample_documents(ds.corpus, args)
     items = [{"id": f"q-{doc_id}", "doc_id": doc_id} for doc_id in doc_ids]
     generator = build_generator(args)
@@ -121,7 +126,7 @@ def run(args: GenerateQueriesArguments) -> dict:
         result.rows = candidates
         return result
 
-    def drop_duplicates(rows: list[dict], dropped) -> list[dict]:
+    def drop_duplicates_and_hold_out(rows: list[dict], dropped) -> list[dict]:
         seen, kept = set(), []
         for row in rows:
             key = normalize_for_dedup(row["query"])
@@ -130,17 +135,21 @@ def run(args: GenerateQueriesArguments) -> dict:
                 continue
             seen.add(key)
             kept.append(row)
-        return kept
+        heldout_ids = set()
+        if args.holdout_fraction > 0 and len(kept) > 1:
+            n = max(1, int(round(args.holdout_fraction * len(kept))))
+            heldout_ids = set(random.Random(f"{args.seed}:holdout").sample([r["id"] for r in kept], n))
+        heldout = [r for r in kept if r["id"] in heldout_ids]
+        atomic_write_text(stage.dir / HELDOUT_FILE, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in heldout))
+        stage.extra["heldout"] = {"path": HELDOUT_FILE, "rows": len(heldout)}
+        return [r for r in kept if r["id"] not in heldout_ids]
 
-    return stage.run(items, process, finalize=drop_duplicates, generator=generator, desc="pseudo-queries")
+    return stage.run(items, process, finalize=drop_duplicates_and_hold_out, generator=generator,
+                     desc="pseudo-queries")
 
 
 def main(argv: Sequence[str]) -> int:
-    args = parse_args(GenerateQueriesArguments, argv, prog=f"python -m data_generation.{STAGE}")
-    summary = run(args)
-    if not summary.get("skipped"):
-        print(summary_paragraph(summary))
-    return 0
+    return stage_main(argv, GenerateQueriesArguments, run, STAGE)
 
 
 if __name__ == "__main__":

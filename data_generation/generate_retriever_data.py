@@ -21,7 +21,6 @@ import numpy as np
 
 from evaluation.data import load_dataset
 from evaluation.search import encode_corpus_cached
-from inference.config import parse_args
 from inference.embedder import document_text
 from inference.errors import UserError, run_cli
 from inference.prompts import generator_prompt, get_task
@@ -29,7 +28,7 @@ from inference.search import exact_search
 
 from .retriever_args import RetrieverArguments, build_retriever, encode_augmentations
 from .stage import (ChunkResult, StageArguments, StageRun, build_generator, input_record, load_rows,
-                    require_complete_stage, summary_paragraph)
+                    require_complete_stage, stage_main)
 
 logger = logging.getLogger(__name__)
 STAGE = "generate_retriever_data"
@@ -107,9 +106,8 @@ def run(args: RetrieverDataArguments) -> dict:
                         f"({queries_manifest['inputs']['corpus']['path']})", file=ds.corpus_file)
     rows = load_rows(args.queries_path, ("id", "query", "doc_id"))
     stage = StageRun(STAGE, args, "train.jsonl", {"queries": input_record(args.queries_path), "corpus": corpus_record})
-    if stage.already_complete:
-        logger.info("%s already complete in %s (use --overwrite to redo)", STAGE, args.output_dir)
-        return {"stage": STAGE, "output": str(stage.output), "skipped": True}
+    if (skipped := stage.skipped_summary()) is not None:
+        return skipped
     doc_ids = ds.doc_ids
     position = {d: i for i, d in enumerate(doc_ids)}
     texts = [document_text(ds.corpus[d]) for d in doc_ids]
@@ -152,11 +150,7 @@ def run(args: RetrieverDataArguments) -> dict:
 
 
 def main(argv: Sequence[str]) -> int:
-    args = parse_args(RetrieverDataArguments, argv, prog=f"python -m data_generation.{STAGE}")
-    summary = run(args)
-    if not summary.get("skipped"):
-        print(summary_paragraph(summary))
-    return 0
+    return stage_main(argv, RetrieverDataArguments, run, STAGE)
 
 
 if __name__ == "__main__":

@@ -21,12 +21,11 @@ import re
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from inference.config import parse_args
 from inference.errors import UserError, run_cli
 from inference.prompts import listwise_rank_prompt
 
 from .stage import (ChunkResult, StageArguments, StageRun, build_generator, input_record, load_rows,
-                    require_complete_stage, summary_paragraph)
+                    require_complete_stage, stage_main)
 from .text import truncate_to_tokens
 
 logger = logging.getLogger(__name__)
@@ -90,9 +89,8 @@ def run(args: DistillDataArguments) -> dict:
                             line=lineno, field="pos")
     stage = StageRun(STAGE, args, "train_distill.jsonl", {"retriever_data": input_record(args.retriever_data_path),
                                                           "corpus": data_manifest["inputs"]["corpus"]})
-    if stage.already_complete:
-        logger.info("%s already complete in %s (use --overwrite to redo)", STAGE, args.output_dir)
-        return {"stage": STAGE, "output": str(stage.output), "skipped": True}
+    if (skipped := stage.skipped_summary()) is not None:
+        return skipped
     generator = build_generator(args)
     tokenizer = getattr(generator, "tokenizer", None)
     stage.models = {"generator": generator.describe(), "mining_retriever": data_manifest["models"].get("retriever")}
@@ -120,11 +118,7 @@ def run(args: DistillDataArguments) -> dict:
 
 
 def main(argv: Sequence[str]) -> int:
-    args = parse_args(DistillDataArguments, argv, prog=f"python -m data_generation.{STAGE}")
-    summary = run(args)
-    if not summary.get("skipped"):
-        print(summary_paragraph(summary))
-    return 0
+    return stage_main(argv, DistillDataArguments, run, STAGE)
 
 
 if __name__ == "__main__":

@@ -189,6 +189,13 @@ class StageRun:
     def already_complete(self) -> bool:
         return self.previous_status == "complete" and self.output.is_file()
 
+    def skipped_summary(self) -> dict | None:
+        """A finished stage with the same parameters and inputs is a no-op: the summary says so."""
+        if not self.already_complete:
+            return None
+        logger.info("%s already complete in %s (use --overwrite to redo)", self.stage, self.dir)
+        return {"stage": self.stage, "output": str(self.output), "skipped": True}
+
     def chunk_path(self, index: int) -> Path:
         return self.chunks_dir / f"chunk-{index:06d}.json"
 
@@ -273,3 +280,13 @@ def load_rows(path: str | Path, required: Sequence[str]) -> list[dict]:
     if not rows:
         raise UserError("no rows", file=path)
     return rows
+
+
+def stage_main(argv: Sequence[str], arguments: type, run: Callable[[object], dict], stage: str) -> int:
+    """The whole CLI of a stage: parse, run, print the closing summary."""
+    from inference.config import parse_args
+
+    summary = run(parse_args(arguments, argv, prog=f"python -m data_generation.{stage}"))
+    if not summary.get("skipped"):
+        print(summary_paragraph(summary))
+    return 0

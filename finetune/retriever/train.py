@@ -32,6 +32,7 @@ logger = logging.getLogger(__name__)
 @dataclass
 class RunArguments:
     auto_resume: bool = field(default=True, metadata={"help": "continue from the newest checkpoint in output_dir"})
+    skip_if_complete: bool = field(default=True, metadata={"help": "a finished run (manifest complete) is a no-op"})
 
 
 def _yaml_to_argv(path: str) -> list[str]:
@@ -172,7 +173,13 @@ def _data_files(paths: list[str]) -> list[Path]:
 
 
 def main(argv: Sequence[str]) -> int:
-    summary = train(*parse(argv))
+    model_args, data_args, train_args, run_args = parse(argv)
+    manifest = Path(train_args.output_dir) / "manifest.json"
+    if run_args.skip_if_complete and manifest.is_file() and json.loads(manifest.read_text()).get("status") == "complete":
+        logger.info("retriever training already complete in %s (--skip_if_complete false to retrain)",
+                    train_args.output_dir)
+        return 0
+    summary = train(model_args, data_args, train_args, run_args)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"trained {summary['global_step']} steps, mean loss {summary['train_loss']:.4f}")
     return 0

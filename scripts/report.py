@@ -1,0 +1,157 @@
+"""Aggregate a self-boost run into ``report.md``, ``report.json`` and ``ndcg_by_round.png``.
+
+    python -m scripts.report --run_dir runs/cpu-demo-scifact
+
+``report.json`` keys: ``before.ndcg@10`` (base retriever, raw), ``after.ndcg@10`` (last round's retriever with its
+generator's augmentation), ``hyde.ndcg@10`` and ``query2doc.ndcg@10`` (base generator) — all four on the same
+seeded subset of test queries, named in ``query_set`` — plus full-split figures, per-round results, ``timings``
+(seconds and peak memory per step) and ``sizes`` (rows produced by each stage).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from inference.config import parse_args
+from inference.errors import UserError, run_cli
+from inference.io import atomic_write_json, atomic_write_text
+
+SIZE_STAGES = {"queries": "synthetic/queries", "generator_data": "synthetic/generator_data",
+               "retriever_data": "synthetic/retriever_data", "distill": "synthetic/distill"}
+
+
+def _rounds(run_dir: Path) -> list[int]:
+    return sorted(int(p.name.split("_")[1]) for p in run_dir.glob("round_*") if (p / "eval" / "results.json").is_file())
+
+
+def _sizes(run_dir: Path, k: int) -> dict:
+    sizes = {}
+    for name, rel in SIZE_STAGES.items():
+        base = run_dir / ("round_1" if name == "queries" else f"round_{k}") / rel / "manifest.json"
+        if base.is_file():
+            m = json.loads(base.read_text())
+            sizes[name] = {"items": m["counts"].get("items"), "kept": m["counts"].get("kept"),
+                           "dropped": m["counts"].get("dropped"), **({"heldout": m["heldout"]["rows"]}
+                                                                      if "heldout" in m else {})}
+    for name, rel in (("train_generator", "generator"), ("train_retriever", "retriever")):
+        path = run_dir / f"round_{k}" / rel / "manifest.json"
+        if path.is_file():
+            m = json.loads(path.read_text())
+            sizes[name] = m.get("counts") or {k2: m["parameters"].get(k2) for k2 in ("max_steps", "num_train_epochs")}
+    return sizes
+
+
+def write_report(run_dir: str | Path) -> str:
+    run_dir = Path(run_dir)
+    rounds = _rounds(run_dir)
+    if not rounds:
+        raise UserError("no evaluated round found", file=run_dir)
+    per_round = {k: json.loads((run_dir / f"round_{k}" / "eval" / "results.json").read_text()) for k in rounds}
+    first, last = per_round[rounds[0]], per_round[rounds[-1]]
+    sub0, subl = first.get("subset", {}), last.get("subset", {})
+    timings = json.loads((run_dir / "timings.json").read_text()) if (run_dir / "timings.json").is_file() else {}
+    pick = lambda d, key: None if key not in d else d[key]["ndcg@10"]  # noqa: E731
+    report = {
+        "before": {"ndcg@10": pick(sub0, "base_raw")},
+        "after": {"ndcg@10": pick(subl, "round_reinforced_ir")},
+        "hyde": {"ndcg@10": pick(sub0, "hyde")},
+        "query2doc": {"ndcg@10": pick(sub0, "query2doc")},
+        "after_retriever_only": {"ndcg@10": pick(subl, "round_raw")},
+        "query_set": {**last.get("subset_definition", {}), "queries": last.get("subset_queries")},
+        "full_split": {"before": {"ndcg@10": pick(first.get("full", {}), "base_raw")},
+                       "after_retriever_only": {"ndcg@10": pick(last.get("full", {}), "round_raw")}},
+        "heldout_pseudo_queries": {"base": first.get("heldout", {}).get("base_raw"),
+                                   **{f"round_{k}": per_round[k].get("heldout", {}).get("round_raw") for k in rounds}},
+        "rounds": {f"round_{k}": per_round[k] for k in rounds},
+        "timings": timings,
+        "peak_rss_mib": max((t.get("peak_rss_mib_so_far", 0) for t in timings.values()), default=None),
+        "total_seconds": round(sum(t["seconds"] for t in timings.values()), 1),
+        "sizes": {f"round_{k}": _sizes(run_dir, k) for k in rounds},
+    }
+    atomic_write_json(run_dir / "report.json", report)
+    _plot(run_dir, per_round, rounds)
+    md = _markdown(report, per_round, rounds)
+    atomic_write_text(run_dir / "report.md", md)
+    return md
+
+
+def _fmt(v) -> str:
+    return "—" if v is None else f"{v:.4f}"
+
+
+def _markdown(report: dict, per_round: dict, rounds: list[int]) -> str:
+    q = report["query_set"]
+    lines = ["# Self-boost report", "",
+             f"Paired comparison on a seeded subset of {q.get('queries')} {q.get('split')} queries "
+             f"(seed {q.get('seed')}); every method on the same queries.", "",
+             "| method | nDCG@10 |", "|---|---:|",
+             f"| before: base retriever, raw | {_fmt(report['before']['ndcg@10'])} |",
+             f"| HyDE (base generator) | {_fmt(report['hyde']['ndcg@10'])} |",
+             f"| Query2doc (base generator) | {_fmt(report['query2doc']['ndcg@10'])} |",
+             f"| round {rounds[-1]} retriever, raw | {_fmt(report['after_retriever_only']['ndcg@10'])} |",
+             f"| **after**: round {rounds[-1]} retriever + round {rounds[-1]} generator | "
+             f"{_fmt(report['after']['ndcg@10'])} |"]
+    for name, value in per_round[rounds[-1]].get("subset", {}).items():
+        if "+" in name:
+            lines.append(f"| ablation: {name.replace('+', ' + ').replace('_', ' ')} | {_fmt(value['ndcg@10'])} |")
+    fs = report["full_split"]
+    lines += ["", f"Full {q.get('split')} split, no generation: base {_fmt(fs['before']['ndcg@10'])} → "
+              f"round {rounds[-1]} retriever {_fmt(fs['after_retriever_only']['ndcg@10'])}.", "",
+              "Held-out pseudo-queries (label-free early-stopping signal), nDCG@10: " + ", ".join(
+                  f"{k} {_fmt(v)}" for k, v in report["heldout_pseudo_queries"].items()), "",
+              "## Timings", "", "| step | seconds | peak RSS so far (MiB) |", "|---|---:|---:|"]
+    for step, t in report["timings"].items():
+        lines.append(f"| {step} | {t['seconds']:.0f} | {t.get('peak_rss_mib_so_far', '')} |")
+    lines += [f"| **total** | {report['total_seconds']:.0f} | {report['peak_rss_mib']} |", "", "## Sizes", ""]
+    for rnd, sizes in report["sizes"].items():
+        for stage, s in sizes.items():
+            lines.append(f"- {rnd} {stage}: {json.dumps(s)}")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def _plot(run_dir: Path, per_round: dict, rounds: list[int]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    sub0 = per_round[rounds[0]].get("subset", {})
+    xs = [0] + rounds
+    series = {"retriever raw": [sub0.get("base_raw")] + [per_round[k]["subset"].get("round_raw") for k in rounds],
+              "retriever + generator": [sub0.get("base_retriever+base_generator")] +
+              [per_round[k]["subset"].get("round_reinforced_ir") for k in rounds]}
+    for label, values in series.items():
+        pts = [(x, v["ndcg@10"]) for x, v in zip(xs, values) if v]
+        if pts:
+            ax.plot(*zip(*pts), marker="o", label=label)
+    for name, style in (("hyde", ":"), ("query2doc", "--")):
+        if sub0.get(name):
+            ax.axhline(sub0[name]["ndcg@10"], linestyle=style, color="grey", label=f"{name} (base generator)")
+    ax.set_xlabel("round (0 = base models)")
+    ax.set_ylabel("nDCG@10 (paired test subset)")
+    ax.set_xticks(xs)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(run_dir / "ndcg_by_round.png", dpi=120)
+    plt.close(fig)
+
+
+@dataclass
+class ReportArguments:
+    """Write report.md / report.json / ndcg_by_round.png for a run folder."""
+    run_dir: str = ""
+
+
+def main(argv: Sequence[str]) -> int:
+    args = parse_args(ReportArguments, argv, prog="python -m scripts.report")
+    print(write_report(args.run_dir))
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,241 @@
+"""Self-boost driver: rounds 1..K of RLRF + RLGF, each step a visible command, resumable, evaluated per round.
+
+    python -m scripts.self_boost --config configs/cpu-demo/scifact.yaml --rounds 1
+    python -m scripts.self_boost --config configs/cpu-demo/scifact.yaml --round 2 --emit_commands   # used by round.sh
+
+Round k reads round k−1's generator and retriever (round 1: the base models). Steps:
+queries (round 1 only; later rounds reuse them) → generator_data (RLRF) → train_generator (DPO + merge) →
+retriever_data → distill (RLGF) → train_retriever → evaluate. A step whose ``manifest.json`` says complete is
+skipped, so a rerun after a crash continues. After each round the held-out pseudo-queries (no human labels)
+decide early stopping. Output: ``runs/<name>/round_<k>/{configs,synthetic,generator,retriever,eval}`` plus
+``report.md``, ``report.json`` and ``ndcg_by_round.png`` in ``runs/<name>``.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import resource
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import yaml
+
+from inference.config import parse_args
+from inference.errors import UserError, run_cli
+from inference.io import atomic_write_json, atomic_write_text
+
+logger = logging.getLogger(__name__)
+STEPS = ("queries", "generator_data", "train_generator", "retriever_data", "distill", "train_retriever", "evaluate")
+
+
+@dataclass
+class SelfBoostConfig:
+    """Run Reinforced-IR self-boost rounds."""
+    name: str = "run"
+    dataset_path: str = ""
+    task: str = "scifact"
+    split: str = "test"
+    runs_dir: str = "runs"
+    base_retriever: str = "sentence-transformers/all-MiniLM-L6-v2"
+    base_generator: str = "HuggingFaceTB/SmolLM2-135M-Instruct"
+    generator_backend: str = "hf"
+    rounds: int = 1
+    round: int | None = field(default=None, metadata={"help": "run (or emit) only this round"})
+    nproc_per_node: int = field(default=1, metadata={"help": "torchrun processes for retriever training"})
+    seed: int = 42
+    early_stopping: bool = True
+    min_improvement: float = 0.0
+    embedding_cache: str | None = None
+    emit_commands: bool = field(default=False, metadata={"help": "print 'step<TAB>command' lines and exit"})
+    queries: dict = field(default_factory=dict)
+    generator_data: dict = field(default_factory=dict)
+    train_generator: dict = field(default_factory=dict)
+    retriever_data: dict = field(default_factory=dict)
+    distill: dict = field(default_factory=dict)
+    train_retriever: dict = field(default_factory=dict)
+    evaluate: dict = field(default_factory=dict)
+
+    def validate(self) -> None:
+        if not self.dataset_path:
+            raise UserError("required", field="dataset_path")
+        if self.rounds < 1:
+            raise UserError("must be ≥ 1", field="rounds")
+        for step, known in stage_option_names().items():
+            unknown = sorted(set(getattr(self, step)) - known)
+            if unknown:
+                raise UserError(f"unknown option(s) for step '{step}': {', '.join(unknown)}", field=step)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.runs_dir) / self.name
+
+
+def stage_option_names() -> dict[str, set[str]]:
+    """Option names each step accepts, so a typo in the driver config fails before any work starts."""
+    import dataclasses
+
+    from data_generation.generate_generator_data import GeneratorDataArguments
+    from data_generation.generate_queries import GenerateQueriesArguments
+    from data_generation.generate_retriever_data import RetrieverDataArguments
+    from data_generation.generate_retriever_distill_data import DistillDataArguments
+    from finetune.generator.train import GeneratorTrainArguments
+    from finetune.retriever.arguments import (RetrieverDataArguments as TrainData, RetrieverModelArguments,
+                                              RetrieverTrainingArguments)
+    from finetune.retriever.train import RunArguments
+
+    from .evaluate_round import RoundEvaluationArguments
+
+    names = lambda *classes: {f.name for c in classes for f in dataclasses.fields(c)}  # noqa: E731
+    return {"queries": names(GenerateQueriesArguments), "generator_data": names(GeneratorDataArguments),
+            "train_generator": names(GeneratorTrainArguments), "retriever_data": names(RetrieverDataArguments),
+            "distill": names(DistillDataArguments),
+            "train_retriever": names(RetrieverModelArguments, TrainData, RetrieverTrainingArguments, RunArguments),
+            "evaluate": names(RoundEvaluationArguments)}
+
+
+def round_dir(cfg: SelfBoostConfig, k: int) -> Path:
+    return cfg.run_dir / f"round_{k}"
+
+
+def models_for_round(cfg: SelfBoostConfig, k: int) -> tuple[str, str]:
+    """(generator, retriever) that round k starts from."""
+    if k == 1:
+        return cfg.base_generator, cfg.base_retriever
+    prev = round_dir(cfg, k - 1)
+    return str(prev / "generator" / "merged_model"), str(prev / "retriever")
+
+
+def step_plan(cfg: SelfBoostConfig, k: int) -> list[tuple[str, Path, list[str]]]:
+    """``(step, output_dir, command)`` for round k; writes each step's YAML config under round_k/configs."""
+    r = round_dir(cfg, k)
+    queries_dir = round_dir(cfg, 1) / "synthetic" / "queries"
+    generator, retriever = models_for_round(cfg, k)
+    new_generator = str(r / "generator" / "merged_model")
+    py = [sys.executable, "-m"]
+    gen_common = {"task": cfg.task, "seed": cfg.seed, "generator_backend": cfg.generator_backend}
+    cache = {"embedding_cache": cfg.embedding_cache} if cfg.embedding_cache else {}
+    configs = {
+        "queries": ("data_generation.generate_queries", queries_dir, {
+            **gen_common, "generator": cfg.base_generator, "dataset_path": cfg.dataset_path, **cfg.queries}),
+        "generator_data": ("data_generation.generate_generator_data", r / "synthetic" / "generator_data", {
+            **gen_common, "generator": generator, "retriever": retriever,
+            "queries_path": str(queries_dir / "queries.jsonl"), **cfg.generator_data}),
+        "train_generator": ("finetune.generator.train", r / "generator", {
+            "model_name_or_path": generator, "generator_data_dir": str(r / "synthetic" / "generator_data"),
+            "seed": cfg.seed, **cfg.train_generator}),
+        "retriever_data": ("data_generation.generate_retriever_data", r / "synthetic" / "retriever_data", {
+            **gen_common, **cache, "generator": new_generator, "retriever": retriever,
+            "queries_path": str(queries_dir / "queries.jsonl"), "dataset_path": cfg.dataset_path,
+            **cfg.retriever_data}),
+        "distill": ("data_generation.generate_retriever_distill_data", r / "synthetic" / "distill", {
+            **gen_common, "generator": new_generator,
+            "retriever_data_path": str(r / "synthetic" / "retriever_data" / "train.jsonl"), **cfg.distill}),
+        "train_retriever": ("finetune.retriever.train", r / "retriever", {
+            "model_name_or_path": retriever, "seed": cfg.seed, "use_cpu": True,
+            "train_data": [str(r / "synthetic" / "distill" / "train_distill.jsonl")], **cfg.train_retriever}),
+        "evaluate": ("scripts.evaluate_round", r / "eval", {
+            **cache, "dataset_path": cfg.dataset_path, "task": cfg.task, "split": cfg.split,
+            "base_retriever": cfg.base_retriever, "base_generator": cfg.base_generator,
+            "round_retriever": str(r / "retriever"), "round_generator": new_generator,
+            "generator_backend": cfg.generator_backend, "baselines": k == 1,
+            "heldout_path": str(queries_dir / "heldout.jsonl"), **cfg.evaluate}),
+    }
+    plan = []
+    for step in STEPS:
+        if step == "queries" and k != 1:
+            continue
+        module, out, values = configs[step]
+        values = {"output_dir": str(out), **values}
+        if step == "train_retriever" and torch_cuda_available():
+            values.pop("use_cpu", None)
+        path = r / "configs" / f"{step}.yaml"
+        atomic_write_text(path, yaml.safe_dump(values, sort_keys=False))
+        if step == "train_retriever" and cfg.nproc_per_node > 1:
+            cmd = [str(Path(sys.executable).with_name("torchrun")), "--nproc_per_node", str(cfg.nproc_per_node),
+                   "--master_port", str(29500 + (os.getpid() % 400)), "-m", module, "--config", str(path)]
+        else:
+            cmd = [*py, module, "--config", str(path)]
+        plan.append((step, out, cmd))
+    return plan
+
+
+def torch_cuda_available() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except ImportError:
+        return False
+
+
+def step_complete(out: Path) -> bool:
+    manifest = out / "manifest.json"
+    if not manifest.is_file():
+        return False
+    try:
+        return json.loads(manifest.read_text()).get("status") == "complete"
+    except json.JSONDecodeError:
+        return False
+
+
+def run_round(cfg: SelfBoostConfig, k: int, timings: dict) -> None:
+    for step, out, cmd in step_plan(cfg, k):
+        key = f"round_{k}/{step}"
+        if step_complete(out):
+            print(f"[round {k}] {step}: complete, skipped ({out})", flush=True)
+            continue
+        print(f"[round {k}] {step}: + {shlex.join(cmd)}", flush=True)
+        start = time.perf_counter()
+        proc = subprocess.run(cmd, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        seconds = time.perf_counter() - start
+        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # MiB, largest child so far
+        timings[key] = {"seconds": round(seconds, 1), "peak_rss_mib_so_far": round(peak)}
+        atomic_write_json(cfg.run_dir / "timings.json", timings)
+        if proc.returncode != 0:
+            raise UserError(f"round {k}, step '{step}' failed with exit code {proc.returncode}; fix it and rerun "
+                            "the same command to continue from this step", field=step)
+
+
+def heldout_score(cfg: SelfBoostConfig, k: int) -> float | None:
+    path = round_dir(cfg, k) / "eval" / "results.json"
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text()).get("heldout", {}).get("round_raw")
+
+
+def main(argv: Sequence[str]) -> int:
+    cfg = parse_args(SelfBoostConfig, argv, prog="python -m scripts.self_boost")
+    rounds = [cfg.round] if cfg.round else list(range(1, cfg.rounds + 1))
+    if cfg.emit_commands:
+        for k in rounds:
+            for step, _, cmd in step_plan(cfg, k):
+                print(f"{step}\t{shlex.join(cmd)}")
+        return 0
+    cfg.run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(cfg.run_dir / "config.yaml", yaml.safe_dump(
+        {k: v for k, v in vars(cfg).items() if k not in ("emit_commands", "round")}, sort_keys=False))
+    timings_path = cfg.run_dir / "timings.json"
+    timings = json.loads(timings_path.read_text()) if timings_path.is_file() else {}
+    best = None
+    for k in rounds:
+        run_round(cfg, k, timings)
+        score = heldout_score(cfg, k)
+        print(f"[round {k}] held-out pseudo-query nDCG@10: {score if score is None else round(score, 4)}", flush=True)
+        if cfg.early_stopping and score is not None and best is not None and score <= best + cfg.min_improvement:
+            print(f"[round {k}] held-out nDCG@10 stopped improving ({score:.4f} ≤ {best:.4f}); stopping early")
+            break
+        best = score if best is None or (score is not None and score > best) else best
+    from .report import write_report
+
+    print(write_report(cfg.run_dir))
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,118 @@
+"""The self-boost driver for one round on a 30-document SciFact slice (with test qrels), tiny sizes: output
+tree, manifests, report, rerun skips finished steps; and round.sh on the same run."""
+import csv
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO, SCIFACT, run_module
+
+pytestmark = pytest.mark.skipif(not SCIFACT.is_dir(), reason="needs ../shared/data/scifact")
+
+TINY = {
+    "task": "scifact", "rounds": 1, "nproc_per_node": 2,
+    "queries": {"train_num": 8, "holdout_fraction": 0.25, "max_passage_tokens": 64, "use_examples": False,
+                "quality_control": False, "max_new_tokens": 24, "chunk_size": 4},
+    "generator_data": {"dpo_num": 3, "threshold": 1.0, "use_rule1": False, "max_new_tokens": 16, "chunk_size": 4},
+    "train_generator": {"template": "smollm2", "max_steps": 2, "per_device_train_batch_size": 2, "cutoff_len": 256},
+    "retriever_data": {"num_negatives": 4, "neg_window": 8, "max_new_tokens": 16, "chunk_size": 4},
+    "distill": {"max_candidates": 4, "passage_max_tokens": 32, "max_new_tokens": 16, "chunk_size": 4},
+    "train_retriever": {"train_group_size": 3, "query_max_len": 32, "passage_max_len": 64,
+                        "per_device_train_batch_size": 2, "max_steps": 2, "knowledge_distillation": True,
+                        "negatives_cross_device": True, "training_type": "retrieval_answer", "logging_steps": 1,
+                        "temperature": 0.05},
+    "evaluate": {"max_queries": 5, "max_new_tokens": 16},
+}
+
+
+@pytest.fixture(scope="module")
+def slice_with_qrels(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("scifact_qrels")
+    (root / "qrels").mkdir()
+    with open(SCIFACT / "qrels" / "test.tsv") as fh:
+        qrels = list(csv.DictReader(fh, delimiter="\t"))[:12]
+    needed = {r["corpus-id"] for r in qrels}
+    docs = [json.loads(line) for line in open(SCIFACT / "corpus.jsonl")]
+    chosen = [d for d in docs if d["_id"] in needed]
+    chosen += [d for d in docs if d["_id"] not in needed][:30 - len(chosen)]
+    (root / "corpus.jsonl").write_text("".join(json.dumps(d) + "\n" for d in chosen))
+    qids = {r["query-id"] for r in qrels}
+    (root / "queries.jsonl").write_text("".join(line for line in open(SCIFACT / "queries.jsonl")
+                                                if json.loads(line)["_id"] in qids))
+    (root / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(
+        f"{r['query-id']}\t{r['corpus-id']}\t{r['score']}\n" for r in qrels))
+    return root
+
+
+@pytest.fixture(scope="module")
+def run(slice_with_qrels, tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    config_dir = root / "configs" / "tiny-profile"
+    config_dir.mkdir(parents=True)
+    config = {"name": "tiny", "dataset_path": str(slice_with_qrels), "runs_dir": str(root / "runs"),
+              "embedding_cache": str(root / "cache"), **TINY}
+    path = config_dir / "scifact.yaml"
+    path.write_text(yaml.safe_dump(config))
+    proc = run_module("scripts.self_boost", "--config", str(path), timeout=1500)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return {"root": root, "config": path, "run_dir": root / "runs" / "tiny", "stdout": proc.stdout}
+
+
+def test_output_tree_and_manifests(run):
+    r1 = run["run_dir"] / "round_1"
+    for sub in ("synthetic/queries", "synthetic/generator_data", "synthetic/retriever_data", "synthetic/distill",
+                "generator", "retriever", "eval"):
+        manifest = json.loads((r1 / sub / "manifest.json").read_text())
+        assert manifest["status"] == "complete", sub
+    assert (r1 / "generator" / "merged_model" / "model.safetensors").is_file()
+    assert (r1 / "retriever" / "modules.json").is_file()
+    assert (r1 / "synthetic" / "queries" / "heldout.jsonl").read_text().strip()
+    for step in ("queries", "generator_data", "train_generator", "retriever_data", "distill", "train_retriever",
+                 "evaluate"):
+        assert (r1 / "configs" / f"{step}.yaml").is_file()
+    # each step was a visible command line
+    assert "+ " in run["stdout"] and "-m finetune.retriever.train" in run["stdout"] and "torchrun" in run["stdout"]
+
+
+def test_report(run):
+    report = json.loads((run["run_dir"] / "report.json").read_text())
+    for key in ("before", "after", "hyde", "query2doc"):
+        assert 0.0 <= report[key]["ndcg@10"] <= 1.0
+    assert report["query_set"]["queries"] == 5 and report["query_set"]["split"] == "test"
+    assert set(report["timings"]) >= {f"round_1/{s}" for s in ("queries", "train_generator", "train_retriever",
+                                                                "evaluate")}
+    assert report["sizes"]["round_1"]["queries"]["heldout"] >= 1
+    assert report["heldout_pseudo_queries"]["round_1"] is not None
+    md = (run["run_dir"] / "report.md").read_text()
+    assert "**after**" in md and "HyDE" in md and "## Timings" in md
+    png = (run["run_dir"] / "ndcg_by_round.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_rerun_skips_finished_steps_and_round_sh(run):
+    proc = run_module("scripts.self_boost", "--config", str(run["config"]), timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("complete, skipped") == 7
+    # round.sh runs the same round as visible commands; every step finds its work done.
+    env = {**os.environ, "RIR_CONFIG_DIR": str(run["root"] / "configs"), "PYTHONUNBUFFERED": "1"}
+    sh = subprocess.run(["bash", "scripts/round.sh", "scifact", "1", "tiny-profile"], cwd=REPO, env=env,
+                        capture_output=True, text=True, timeout=900)
+    assert sh.returncode == 0, sh.stdout[-2000:] + sh.stderr[-2000:]
+    assert sh.stdout.count("+ [") == 7 and "round 1 of scifact (tiny-profile) done" in sh.stdout
+
+
+def test_round_sh_names_the_failing_step(run, tmp_path):
+    config = yaml.safe_load(run["config"].read_text())
+    config["runs_dir"] = str(tmp_path / "runs")
+    config["dataset_path"] = str(tmp_path / "missing-dataset")
+    (tmp_path / "cfg" / "bad").mkdir(parents=True)
+    (tmp_path / "cfg" / "bad" / "scifact.yaml").write_text(yaml.safe_dump(config))
+    env = {**os.environ, "RIR_CONFIG_DIR": str(tmp_path / "cfg")}
+    sh = subprocess.run(["bash", "scripts/round.sh", "scifact", "1", "bad"], cwd=REPO, env=env,
+                        capture_output=True, text=True, timeout=300)
+    assert sh.returncode == 1 and "step 'queries' failed" in sh.stderr
+    assert "dataset folder not found" in sh.stderr
