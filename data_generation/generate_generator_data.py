@@ -16,6 +16,7 @@ LLaMA-Factory data under ``llamafactory/`` (``<dataset_name>.json`` and its own 
 from __future__ import annotations
 
 import logging
+import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -42,6 +43,8 @@ class GeneratorDataArguments(RetrieverArguments, StageArguments):
     threshold: float = field(default=0.95, metadata={"help": "τ in the keep rule"})
     use_rule1: bool = field(default=True, metadata={"help": "also require s_max > r"})
     dataset_name: str = field(default="", metadata={"help": "LLaMA-Factory dataset name (default: task_rlrf)"})
+    max_queries: int | None = field(default=None, metadata={
+        "help": "RLRF on a seeded subset of the pseudo-queries (sampling dpo_num answers each is the costly part)"})
     temperature: float = 0.9
     top_p: float = 0.9
     max_new_tokens: int = 128
@@ -136,6 +139,9 @@ def run(args: GeneratorDataArguments) -> dict:
         return rows_out
 
     items = [dict(r) for r in rows]
+    if args.max_queries is not None and args.max_queries < len(items):
+        keep = set(random.Random(f"{args.seed}:rlrf").sample(range(len(items)), args.max_queries))
+        items = [it for i, it in enumerate(items) if i in keep]
     return stage.run(items, process, finalize=finalize, generator=generator, desc="RLRF pairs")
 
 

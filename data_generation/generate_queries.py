@@ -23,7 +23,8 @@ from inference.io import atomic_write_text
 from inference.prompts import get_task, quality_control_prompt, query_generation_prompt
 
 from .stage import ChunkResult, StageArguments, StageRun, build_generator, input_record, stage_main
-from .text import clean_generated_query, copies_document, normalize_for_dedup, truncate_to_tokens, word_count
+from .text import (clean_generated_query, copies_document, is_repetitive, mentions_source, normalize_for_dedup,
+                   truncate_to_tokens, word_count)
 
 logger = logging.getLogger(__name__)
 STAGE = "generate_queries"
@@ -39,6 +40,7 @@ class GenerateQueriesArguments(StageArguments):
     train_ratio: float | None = field(default=None, metadata={"help": "or a fraction of the corpus"})
     max_passage_tokens: int = field(default=512, metadata={"help": "passage budget in the prompt, in tokens"})
     use_examples: bool = True
+    prompt_style: str = field(default="full", metadata={"help": "full (reference structure) | simple (small models)"})
     quality_control: bool = True
     max_query_words: int = 64
     min_query_words: int = 2
@@ -55,6 +57,8 @@ class GenerateQueriesArguments(StageArguments):
             raise UserError("must be ≥ 1", field="train_num")
         if self.train_ratio is not None and not 0 < self.train_ratio <= 1:
             raise UserError("must be in (0, 1]", field="train_ratio")
+        if self.prompt_style not in ("full", "simple"):
+            raise UserError("must be full or simple", field="prompt_style")
         if not 0 <= self.holdout_fraction < 1:
             raise UserError("must be in [0, 1)", field="holdout_fraction")
 
@@ -95,7 +99,7 @@ def run(args: GenerateQueriesArguments) -> dict:
         for it, passage in zip(chunk, passages):
             rng = random.Random(f"{args.seed}:{it['doc_id']}")  # per-document draws, independent of chunking
             prompts.append(query_generation_prompt(truncate_to_tokens(passage, args.max_passage_tokens, tokenizer),
-                                                   task, rng, args.use_examples))
+                                                   task, rng, args.use_examples, args.prompt_style))
         outputs = generator.generate(prompts, n=1, temperature=args.temperature, top_p=args.top_p,
                                      max_new_tokens=args.max_new_tokens, seed=args.seed + index)
         candidates = []
@@ -107,6 +111,10 @@ def run(args: GenerateQueriesArguments) -> dict:
                 result.dropped["too_long"] += 1
             elif copies_document(query, passage):
                 result.dropped["copies_document"] += 1
+            elif is_repetitive(query):
+                result.dropped["repetitive"] += 1
+            elif mentions_source(query, task.passage_type):
+                result.dropped["mentions_the_passage"] += 1
             else:
                 candidates.append({"id": it["id"], "query": query, "doc_id": it["doc_id"], "passage": passage})
         if args.quality_control and candidates:

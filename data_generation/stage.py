@@ -46,6 +46,7 @@ class GeneratorArguments:
     temperature: float = 0.0
     top_p: float = 1.0
     max_new_tokens: int = 128
+    repetition_penalty: float = field(default=1.1, metadata={"help": "the reference's fixed vLLM value"})
     generation_batch_size: int = 32
     generation_cache: str | None = field(default=None, metadata={"help": "openai backend response cache folder"})
     api_key_file: str | None = field(default=None, metadata={"help": "file holding the API key (else OPENAI_API_KEY)",
@@ -78,12 +79,13 @@ def build_generator(args: GeneratorArguments, show_progress: bool = False) -> Ge
         backend = default_local_backend()
     effective = backend or ("openai" if args.model_type == "gpt" else None)
     if effective in (None, "hf"):
-        kwargs.update(batch_size=args.generation_batch_size, show_progress=show_progress)
+        kwargs.update(batch_size=args.generation_batch_size, show_progress=show_progress,
+                      repetition_penalty=args.repetition_penalty)
     elif effective == "openai":
         kwargs.update(cache_dir=args.generation_cache, api_key_file=args.api_key_file, show_progress=show_progress)
     elif effective == "vllm":
         kwargs.update(tensor_parallel_size=args.tensor_parallel_size,
-                      gpu_memory_utilization=args.gpu_memory_utilization)
+                      gpu_memory_utilization=args.gpu_memory_utilization, repetition_penalty=args.repetition_penalty)
     return load_generator(args.generator, backend=backend, model_type=args.model_type, **kwargs)
 
 

@@ -6,6 +6,11 @@ import re
 # "Generated claim:", "The scientific claim is:", "Here is the query:" ...
 _LABEL = re.compile(r"^\s*(?:here\s+is\s+)?(?:the\s+|a\s+|an\s+)?(?:generated\s+)?(?:[a-z\-]+\s+){0,3}?"
                     r"(?:query|claim|question|title|answer|output)(?:\s+is)?\s*:\s*", re.IGNORECASE)
+# "This abstract supports the claim that X" → "X"; "The claim is "X"" → "X".
+_META_PREFIX = re.compile(r"^(?:this|the)\s+(?:abstract|document|passage|study|paper|text|article)\s+(?:\w+\s+){0,2}?"
+                          r"(?:supports|suggests|shows|indicates|refutes|argues|provides\s+evidence\s+(?:supporting|for))"
+                          r"\s+(?:the\s+(?:claim|idea|hypothesis|notion|view)\s+)?(?:that\s+)?|^the\s+claim\s+is\s+",
+                          re.IGNORECASE)
 _WORD = re.compile(r"\w+")
 
 
@@ -27,6 +32,10 @@ def clean_generated_query(text: str) -> str:
         line = line.strip()
         if line:
             line = _LABEL.sub("", line, count=1).strip()
+            clause = _META_PREFIX.sub("", line, count=1)
+            if clause != line:  # a clause lifted out of "This abstract supports the claim that ...": capitalise
+                clause = clause.strip().strip("\"'`*“”").strip()
+                return clause[:1].upper() + clause[1:]
             return line.strip("\"'`*“”").strip()
     return ""
 
@@ -48,3 +57,22 @@ def copies_document(query: str, passage: str, n: int = 4, threshold: float = 0.9
 
 def word_count(text: str) -> int:
     return len(_WORD.findall(text))
+
+
+def is_repetitive(text: str, n: int = 3, max_repeats: int = 2) -> bool:
+    """Degenerate loops ("the gene for the gene for ..."): some word n-gram occurs more than ``max_repeats`` times."""
+    words = _WORD.findall(text.lower())
+    counts: dict[tuple, int] = {}
+    for i in range(len(words) - n + 1):
+        gram = tuple(words[i:i + n])
+        counts[gram] = counts.get(gram, 0) + 1
+        if counts[gram] > max_repeats:
+            return True
+    return False
+
+
+def mentions_source(text: str, passage_type: str) -> bool:
+    """A query that talks about "the document" / "this abstract" instead of its content."""
+    kinds = {"document", "passage", "abstract", "article", "text", *passage_type.lower().split()}
+    return re.search(r"\b(?:the|this|that|given|provided)\s+(?:" + "|".join(map(re.escape, sorted(kinds))) + r")\b",
+                     text, re.IGNORECASE) is not None

@@ -24,7 +24,8 @@ def prompts_dir() -> Path:
     return Path(env) if env else Path(__file__).resolve().parents[1] / "configs" / "prompts"
 
 
-OPTIONAL_TASK_FIELDS = ("mission", "stances", "qc_positive", "qc_negative")
+OPTIONAL_TASK_FIELDS = ("mission", "stances", "qc_positive", "qc_negative", "simple_mission")
+DEFAULT_SIMPLE_MISSION = "Write a {query_type} that this {passage_type} answers."
 DEFAULT_MISSION = "Write a {query_type} that the {passage_type} can answer."
 DEFAULT_QC_POSITIVE = "the {passage_type} can answer the {query_type}."
 DEFAULT_QC_NEGATIVE = "the {passage_type} cannot answer the {query_type}."
@@ -48,6 +49,7 @@ class TaskPrompt:
     stances: tuple[str, ...] = ()
     qc_positive: str = DEFAULT_QC_POSITIVE
     qc_negative: str = DEFAULT_QC_NEGATIVE
+    simple_mission: str = DEFAULT_SIMPLE_MISSION
 
     def fill(self, text: str, **extra) -> str:
         return text.format(query_type=self.query_type, passage_type=self.passage_type, **extra)
@@ -60,7 +62,7 @@ def templates() -> dict[str, str]:
         raise UserError("prompt templates not found", file=path)
     data = yaml.safe_load(path.read_text(encoding="utf-8"))
     for key in ("augmentation_prefix", "generator", "hyde", "query2doc", "query_generation",
-                "query_generation_example", "quality_control", "listwise_rank"):
+                "query_generation_example", "query_generation_simple", "quality_control", "listwise_rank"):
         if not isinstance(data.get(key), str):
             raise UserError("missing or not a string", file=path, field=key)
     return data
@@ -144,8 +146,14 @@ def weighted_choice(rng, options: tuple[tuple[str, int], ...]) -> str:
     return rng.choices([o for o, _ in options], weights=[w for _, w in options], k=1)[0]
 
 
-def query_generation_prompt(passage: str, task: TaskPrompt, rng, use_examples: bool = True) -> str:
-    """Stage A prompt with seeded draws of length, style and (claim tasks) stance."""
+def query_generation_prompt(passage: str, task: TaskPrompt, rng, use_examples: bool = True,
+                            style: str = "full") -> str:
+    """Stage A prompt. ``full``: the reference's structure with seeded draws of length, style and (claim tasks)
+    stance, plus few-shot examples. ``simple``: a short instruction that small models follow."""
+    if style == "simple":
+        return templates()["query_generation_simple"].format(
+            passage_type=task.passage_type, query_type=task.query_type, passage=passage,
+            simple_mission=task.fill(task.simple_mission))
     is_claim = "claim" in task.query_type
     length = weighted_choice(rng, CLAIM_LENGTHS if is_claim else QUERY_LENGTHS)
     style = weighted_choice(rng, QUERY_STYLES)

@@ -8,7 +8,8 @@ from data_generation.generate_generator_data import GeneratorDataArguments, sele
 from data_generation.generate_queries import parse_qc_reply
 from data_generation.generate_retriever_data import RetrieverDataArguments, mine_negatives
 from data_generation.generate_retriever_distill_data import parse_ranking, teacher_rows
-from data_generation.text import clean_generated_query, copies_document, truncate_to_tokens
+from data_generation.text import (clean_generated_query, copies_document, is_repetitive, mentions_source,
+                                  truncate_to_tokens)
 
 
 @pytest.mark.parametrize("seed", range(20))
@@ -104,3 +105,24 @@ def test_stage_arguments_validate():
         GeneratorDataArguments(output_dir="o", queries_path="q", dpo_num=1).validate()
     with pytest.raises(UserError):
         GeneratorDataArguments(output_dir="o", queries_path="q", temperature=0).validate()
+
+
+def test_degenerate_outputs_are_recognised():
+    assert clean_generated_query("This abstract supports the claim that statins lower LDL.") == "Statins lower LDL."
+    assert clean_generated_query('The claim is "PVT1 promotes proliferation."') == "PVT1 promotes proliferation."
+    assert is_repetitive("the gene for the gene for the gene for the gene for")
+    assert not is_repetitive("Vitamin D deficiency raises the risk of multiple sclerosis in adults.")
+    assert mentions_source("The document can refute the claim.", "document")
+    assert mentions_source("This abstract describes a trial.", "document")
+    assert not mentions_source("Statins reduce LDL cholesterol.", "document")
+
+
+def test_simple_prompt_style_for_small_models():
+    from inference.prompts import get_task, query_generation_prompt
+
+    task = get_task("scifact")
+    simple = query_generation_prompt("Some abstract.", task, random.Random(0), style="simple")
+    assert simple.startswith("Here is a document:\nSome abstract.")
+    assert "one-sentence scientific claim that this document supports" in simple
+    full = query_generation_prompt("Some abstract.", task, random.Random(0))
+    assert "Example 3:" in full and "Mission:" in full  # the reference structure, three examples

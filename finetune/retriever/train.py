@@ -123,7 +123,9 @@ def train(model_args, data_args, train_args, run_args) -> dict:
 
     use_teacher = train_args.knowledge_distillation
     files = load_train_files(data_args.train_data, need_scores=use_teacher)
-    model, tokenizer, _ = build_model(model_args)
+    model, tokenizer, base_defaults = build_model(model_args)
+    # Inference keeps the base model's own max length: training may truncate harder (speed) than retrieval should.
+    max_seq_length = base_defaults.get("max_length") or data_args.passage_max_len
     world = int(os.environ.get("WORLD_SIZE", "1"))
     dataset = RetrieverTrainDataset(files, data_args.train_group_size,
                                     train_args.per_device_train_batch_size * world, train_args.seed,
@@ -139,7 +141,7 @@ def train(model_args, data_args, train_args, run_args) -> dict:
     if train_args.gradient_checkpointing:
         train_args.gradient_checkpointing_kwargs = train_args.gradient_checkpointing_kwargs or {"use_reentrant": False}
     trainer = RetrieverTrainer(model=model, args=train_args, train_dataset=dataset, data_collator=collator,
-                               processing_class=tokenizer, max_seq_length=data_args.passage_max_len,
+                               processing_class=tokenizer, max_seq_length=max_seq_length,
                                callbacks=[EpochCallback(dataset)])
     resume = train_args.resume_from_checkpoint
     if resume is None and run_args.auto_resume and Path(train_args.output_dir).is_dir():
