@@ -16,7 +16,7 @@ pytestmark = pytest.mark.skipif(not SCIFACT.is_dir(), reason="needs ../shared/da
 
 COMMON = ["--generator_backend", "hf", "--chunk_size", "3", "--seed", "7"]
 STAGE_ARGS = {
-    "generate_queries": ["--train_num", "6", "--max_passage_tokens", "96", "--use_examples", "false",
+    "generate_queries": ["--train_num", "6", "--max_passage_tokens", "96", "--prompt_style", "simple",
                          "--quality_control", "false", "--max_new_tokens", "32"],
     "generate_generator_data": ["--dpo_num", "3", "--threshold", "1.0", "--use_rule1", "false",
                                 "--max_new_tokens", "24"],

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.skipif(not SCIFACT.is_dir(), reason="needs ../shared/da
 
 TINY = {
     "task": "scifact", "rounds": 1, "nproc_per_node": 2,
-    "queries": {"train_num": 8, "holdout_fraction": 0.25, "max_passage_tokens": 64, "use_examples": False,
+    "queries": {"train_num": 10, "holdout_fraction": 0.2, "max_passage_tokens": 64, "prompt_style": "simple",
                 "quality_control": False, "max_new_tokens": 24, "chunk_size": 4},
     "generator_data": {"dpo_num": 3, "threshold": 1.0, "use_rule1": False, "max_new_tokens": 16, "chunk_size": 4},
     "train_generator": {"template": "smollm2", "max_steps": 2, "per_device_train_batch_size": 2, "cutoff_len": 256},
