@@ -2,7 +2,7 @@
 
 Every CLI declares one ``@dataclass`` of arguments (Tevatron style) and calls
 :func:`parse_args`. Unlike argparse's ``type=bool`` (reference bug 13), booleans accept only
-true/false/yes/no/1/0, and a YAML key or flag that is not a field is an error naming the file and
+true/false/yes/no/1/0 (a bare ``--flag`` means true), and a YAML key or flag that is not a field is an error naming the file and
 key: a typo is never ignored silently.
 """
 from __future__ import annotations
@@ -119,8 +119,11 @@ def parse_args(cls: type[T], argv: Sequence[str], *, prog: str | None = None,
     for name, f in fields.items():
         help_text = f.metadata.get("help", "")
         default = None if f.default is dataclasses.MISSING else f.default
+        base, _ = _unwrap_optional(hints[name])
+        # a bare boolean flag (``--emit_commands``) means true; an explicit value is still checked strictly
+        extra = {"nargs": "?", "const": "true"} if base is bool else {}
         parser.add_argument(f"--{name}", dest=name, default=argparse.SUPPRESS,
-                            help=f"{help_text} (default: {default!r})")
+                            help=f"{help_text} (default: {default!r})", **extra)
     namespace, unknown = parser.parse_known_args(list(argv))
     if unknown:
         flag = next((u for u in unknown if u.startswith("-")), unknown[0])

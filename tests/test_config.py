@@ -23,6 +23,9 @@ def test_yaml_then_flags_override(tmp_path):
     assert (args.dataset, args.top_k, args.normalize, args.devices) == ("a", 7, False, ["cuda:0", "cuda:1"])
     args = parse_args(Args, ["--dataset", "b", "--normalize", "yes", "--devices", "cpu,cpu"])
     assert args.normalize is True and args.devices == ["cpu", "cpu"]
+    # a bare boolean flag means true, as users of argparse's store_true expect
+    assert parse_args(Args, ["--dataset", "b", "--normalize"]).normalize is True
+    assert parse_args(Args, ["--normalize", "--dataset", "b"]).dataset == "b"
 
 
 def test_unknown_yaml_key_names_file_and_key(tmp_path):

@@ -93,7 +93,6 @@ def test_report(run):
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.mark.xfail(reason='failed in the fresh-clone CI check at session end; not yet diagnosed (issue 6 open)', strict=False)
 def test_rerun_skips_finished_steps_and_round_sh(run):
     proc = run_module("scripts.self_boost", "--config", str(run["config"]), timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -106,7 +105,6 @@ def test_rerun_skips_finished_steps_and_round_sh(run):
     assert sh.stdout.count("+ [") == 7 and "round 1 of scifact (tiny-profile) done" in sh.stdout
 
 
-@pytest.mark.xfail(reason='failed in the fresh-clone CI check at session end; not yet diagnosed (issue 6 open)', strict=False)
 def test_round_sh_names_the_failing_step(run, tmp_path):
     config = yaml.safe_load(run["config"].read_text())
     config["runs_dir"] = str(tmp_path / "runs")
