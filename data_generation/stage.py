@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 # Parameters that may change between a run and its resumption without changing its rows.
-RESUMABLE_PARAMETERS = {"overwrite", "generation_cache", "api_key_file"}
+RESUMABLE_PARAMETERS = {"overwrite", "generation_cache", "api_key_file", "request_timeout", "max_attempts"}
 
 
 @dataclass
@@ -51,6 +51,8 @@ class GeneratorArguments:
     generation_cache: str | None = field(default=None, metadata={"help": "openai backend response cache folder"})
     api_key_file: str | None = field(default=None, metadata={"help": "file holding the API key (else OPENAI_API_KEY)",
                                                            "secret": True})
+    request_timeout: float = field(default=60.0, metadata={"help": "openai backend: seconds per request"})
+    max_attempts: int = field(default=5, metadata={"help": "openai backend: tries per request (429/5xx/timeouts)"})
     tensor_parallel_size: int | None = None
     gpu_memory_utilization: float = 0.8
 
@@ -82,7 +84,8 @@ def build_generator(args: GeneratorArguments, show_progress: bool = False) -> Ge
         kwargs.update(batch_size=args.generation_batch_size, show_progress=show_progress,
                       repetition_penalty=args.repetition_penalty)
     elif effective == "openai":
-        kwargs.update(cache_dir=args.generation_cache, api_key_file=args.api_key_file, show_progress=show_progress)
+        kwargs.update(cache_dir=args.generation_cache, api_key_file=args.api_key_file, show_progress=show_progress,
+                      timeout=args.request_timeout, max_attempts=args.max_attempts)
     elif effective == "vllm":
         kwargs.update(tensor_parallel_size=args.tensor_parallel_size,
                       gpu_memory_utilization=args.gpu_memory_utilization, repetition_penalty=args.repetition_penalty)

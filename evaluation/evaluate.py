@@ -55,6 +55,9 @@ class EvaluateArguments:
     num_generations: int = 1
     generation_batch_size: int = 32
     max_queries: int | None = field(default=None, metadata={"help": "seeded subset of the judged queries"})
+    corpus_sample: int | None = field(default=None, metadata={
+        "help": "dev speed: keep the judged documents of the evaluated queries plus this many seeded random others "
+                "(scores are then not comparable to full-corpus figures)"})
     seed: int = 0
     embedding_cache: str | None = field(default="auto", metadata={"help": "folder, 'auto' (user cache) or none"})
     generation_cache: str | None = field(default=None, metadata={"help": "openai backend response cache folder"})
@@ -67,6 +70,8 @@ class EvaluateArguments:
             raise UserError("generative methods need --generator", field="generator")
         if self.max_queries is not None and self.max_queries < 1:
             raise UserError("must be ≥ 1", field="max_queries")
+        if self.corpus_sample is not None and self.corpus_sample < 0:
+            raise UserError("must be ≥ 0", field="corpus_sample")
 
     @property
     def method_list(self) -> list[str]:
@@ -79,6 +84,15 @@ def select_queries(query_ids: list[str], max_queries: int | None, seed: int) -> 
         return list(query_ids)
     chosen = set(random.Random(seed).sample(sorted(query_ids), max_queries))
     return [q for q in query_ids if q in chosen]
+
+
+def sample_corpus(corpus: dict[str, dict], qrels: dict[str, dict[str, int]], query_ids: list[str],
+                  others: int, seed: int) -> dict[str, dict]:
+    """The judged documents of ``query_ids`` plus ``others`` seeded random documents, in corpus order."""
+    judged = {d for q in query_ids for d in qrels.get(q, {}) if d in corpus}
+    rest = sorted(d for d in corpus if d not in judged)
+    keep = judged | set(random.Random(seed).sample(rest, min(others, len(rest))))
+    return {d: doc for d, doc in corpus.items() if d in keep}
 
 
 def format_table(rows: dict[str, dict[str, float]], metrics: Sequence[str] = ("ndcg@10", "recall@100", "mrr@10",
@@ -112,6 +126,8 @@ def run_evaluation(args: EvaluateArguments) -> dict:
     timings["load"] = time.perf_counter() - t
     query_ids = select_queries(ds.evaluated_query_ids(), args.max_queries, args.seed)
     queries = [ds.queries[q] for q in query_ids]
+    if args.corpus_sample is not None:
+        ds.corpus = sample_corpus(ds.corpus, ds.qrels, query_ids, args.corpus_sample, args.seed)
     logger.info("%s/%s: %d documents, %d judged queries evaluated", ds.name, args.split, len(ds.corpus),
                 len(query_ids))
 
@@ -162,6 +178,7 @@ def run_evaluation(args: EvaluateArguments) -> dict:
             "dataset": ds.path, "dataset_name": ds.name, "format": ds.format, "split": args.split,
             "documents": len(ds.corpus), "queries_evaluated": len(query_ids),
             "query_subset": None if args.max_queries is None else {"max_queries": args.max_queries, "seed": args.seed},
+            "corpus_sample": None if args.corpus_sample is None else {"others": args.corpus_sample, "seed": args.seed},
             "retriever": embedder.identity, "task": None if task is None else task.name,
             "generator": None if generator is None else generator.describe(),
             "generation": None if generator is None else {**asdict(settings), **generator.stats.as_dict()},

@@ -56,8 +56,9 @@ def encode_corpus_cached(embedder: Embedder, corpus: dict[str, dict] | list, cac
             logger.info("corpus embeddings loaded from cache %s", path)
             return emb
         logger.warning("ignoring cache %s with shape %s", path, emb.shape)
+    # refuse before minutes of encoding, not after: float32 vectors plus a little room for the sidecar
+    check_free_space(cache_dir, len(texts) * embedder.dim * 4 + (1 << 20))
     emb = embedder.encode_corpus(texts)
-    check_free_space(cache_dir, emb.nbytes)
     atomic_save_npy(path, emb)
     atomic_write_json(cache_dir / f"{key}.json", {"embedder": embedder.identity, "documents": len(texts)})
     return emb

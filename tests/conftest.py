@@ -80,7 +80,8 @@ class FaultPlan:
     """Faults the server plays, one per incoming request, before serving normally again.
 
     ``"429"`` (with Retry-After: 0), ``"500"``, ``"hang"`` (sleeps past the client's timeout), ``"drop"`` (closes
-    the connection without a response) and ``"badjson"`` (a 200 whose body is not JSON). Real HTTP, real
+    the connection without a response), ``"badjson"`` (a 200 whose body is not JSON) and ``"empty"`` (a valid
+    completion with empty content). Real HTTP, real
     server, real model: only the fault is scripted, since a healthy server cannot be made to produce it.
     """
 
@@ -137,6 +138,12 @@ def openai_server(smollm2):
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
+            elif fault == "empty":
+                self.read_json()
+                self.send_json(200, {"id": "chatcmpl-empty", "object": "chat.completion", "created": 0,
+                                     "model": "smollm2-local", "choices": [{"index": 0, "finish_reason": "stop",
+                                     "message": {"role": "assistant", "content": ""}}],
+                                     "usage": {"prompt_tokens": 1, "completion_tokens": 0, "total_tokens": 1}})
             else:
                 super().do_POST()
 

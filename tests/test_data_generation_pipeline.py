@@ -131,10 +131,17 @@ print("ROWS", len(ds), "COLUMNS", ",".join(sorted(ds.column_names)))
     assert f"ROWS {pairs} " in proc.stdout and "chosen_input_ids" in proc.stdout and "rejected_input_ids" in proc.stdout
 
 
-def test_sigkill_then_rerun_gives_exactly_the_uninterrupted_rows(pipeline, slice_dir, tmp_path):
-    out = tmp_path / "generator_killed"
-    cmd = [sys.executable, "-m", "data_generation.generate_generator_data",
-           *stage_cmd("generate_generator_data", pipeline, out, slice_dir)]
+OUTPUTS = {"generate_queries": ("queries", ["queries.jsonl"]),
+           "generate_generator_data": ("generator", ["train.jsonl", "llamafactory/scifact_rlrf.json"]),
+           "generate_retriever_data": ("retriever", ["train.jsonl"]),
+           "generate_retriever_distill_data": ("distill", ["train_distill.jsonl"])}
+
+
+@pytest.mark.parametrize("stage", list(OUTPUTS))
+def test_sigkill_then_rerun_gives_exactly_the_uninterrupted_rows(pipeline, slice_dir, tmp_path, stage):
+    folder, files = OUTPUTS[stage]
+    out = tmp_path / f"{folder}_killed"
+    cmd = [sys.executable, "-m", f"data_generation.{stage}", *stage_cmd(stage, pipeline, out, slice_dir)]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     first_chunk = out / "chunks" / "chunk-000000.json"
@@ -143,15 +150,14 @@ def test_sigkill_then_rerun_gives_exactly_the_uninterrupted_rows(pipeline, slice
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert first_chunk.exists() and not (out / "train.jsonl").exists()  # killed part-way
+    assert first_chunk.exists() and not (out / files[0]).exists()  # killed part-way
     assert json.loads((out / "manifest.json").read_text())["status"] == "running"
-    rerun = run_module("data_generation.generate_generator_data",
-                       *stage_cmd("generate_generator_data", pipeline, out, slice_dir))
+    rerun = run_module(f"data_generation.{stage}", *stage_cmd(stage, pipeline, out, slice_dir))
     assert rerun.returncode == 0, rerun.stderr[-3000:]
-    assert "resuming, 1 of 2 chunks already done" in rerun.stderr
-    assert (out / "train.jsonl").read_text() == (pipeline / "generator" / "train.jsonl").read_text()
-    assert (out / "llamafactory" / "scifact_rlrf.json").read_text() == \
-        (pipeline / "generator" / "llamafactory" / "scifact_rlrf.json").read_text()
+    assert "resuming, 1 of" in rerun.stderr
+    for name in files:
+        assert (out / name).read_text() == (pipeline / folder / name).read_text(), name
+    assert json.loads((out / "manifest.json").read_text())["status"] == "complete"
 
 
 def test_rerun_of_a_finished_stage_is_a_no_op_and_changed_parameters_need_overwrite(pipeline, slice_dir):
