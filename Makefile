@@ -12,7 +12,7 @@ export PYTHONUNBUFFERED := 1
 # own exit status (pipefail, and the filter itself always succeeds).
 PIPQ = 2>&1 | { grep -v "is ignored: it is neither" || true; }
 
-.PHONY: venv test test-all demo demo-full bench clean
+.PHONY: venv test test-all demo demo-full rag-demo rerankers bench clean
 
 venv: $(STAMP)
 
@@ -28,7 +28,7 @@ $(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 	@touch $@
 
 test: $(STAMP)
-	$(PY) -m pytest -q -m "not slow" tests
+	$(PY) -m pytest -q -m "not slow" --durations=15 tests
 
 # Also the minutes-long checks on the full SciFact corpus (the 0.6451 reference figure).
 test-all: $(STAMP)
@@ -40,6 +40,13 @@ demo: $(STAMP)
 # The same round with no time budget and every method on the full test split.
 demo-full: $(STAMP)
 	$(PY) -m scripts.demo --run_config configs/cpu-demo/scifact_full.yaml $(if $(DATA),--data $(DATA))
+
+# Retrieve-then-answer over SciFact with citations; the reranker table of the README.
+rag-demo: $(STAMP)
+	$(PY) -m scripts.rag_demo $(if $(DATA),--dataset $(DATA))
+
+rerankers: $(STAMP)
+	PYTHON=$(PY) bash scripts/reranker_table.sh
 
 bench: $(STAMP)
 	$(PY) benchmarks/encode.py

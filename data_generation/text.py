@@ -7,10 +7,14 @@ import re
 _LABEL = re.compile(r"^\s*(?:here\s+is\s+)?(?:the\s+|a\s+|an\s+)?(?:generated\s+)?(?:[a-z\-]+\s+){0,3}?"
                     r"(?:query|claim|question|title|answer|output)(?:\s+is)?\s*:\s*", re.IGNORECASE)
 # "This abstract supports the claim that X" → "X"; "The claim is "X"" → "X".
-_META_PREFIX = re.compile(r"^(?:this|the)\s+(?:abstract|document|passage|study|paper|text|article)\s+(?:\w+\s+){0,2}?"
-                          r"(?:supports|suggests|shows|indicates|refutes|argues|provides\s+evidence\s+(?:supporting|for))"
-                          r"\s+(?:the\s+(?:claim|idea|hypothesis|notion|view)\s+)?(?:that\s+)?|^the\s+claim\s+is\s+",
-                          re.IGNORECASE)
+_META_PREFIX = re.compile(
+    r"^(?:this|the)\s+(?:\w+\s+)?(?:abstract|document|passage|study|paper|text|article)\s+(?:\w+\s+){0,2}?"
+    r"(?:supports|suggests|shows|states|indicates|refutes|argues|provides\s+evidence\s+(?:supporting|for))"
+    r"\s+(?:the\s+(?:claim|idea|hypothesis|notion|view)\s+)?(?:that\s+)?"
+    r"|^(?:the\s+)?(?:findings|results)\s+(?:of\s+(?:this|the)\s+\w+\s+)?(?:suggest|show|indicate|demonstrate)s?\s+that\s+"
+    r"|^(?:the\s+|a\s+)?(?:scientific\s+)?claim\s+is\s+(?:that\s+)?"
+    r"|^a\s+(?:single\s+|one-)?sentence[^:\"]{0,40}:\s*",
+    re.IGNORECASE)
 _WORD = re.compile(r"\w+")
 
 

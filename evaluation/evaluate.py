@@ -55,6 +55,13 @@ class EvaluateArguments:
     num_generations: int = 1
     generation_batch_size: int = 32
     max_queries: int | None = field(default=None, metadata={"help": "seeded subset of the judged queries"})
+    query_ids_file: str | None = field(default=None, metadata={
+        "help": "evaluate only these query ids (one per line), e.g. rows_from_qrels' heldout_query_ids.txt"})
+    rerank: str | None = field(default=None, metadata={"help": "reranker for each method's top documents"})
+    rerank_type: str = field(default="auto", metadata={"help": "auto | cross-encoder | colbert | llm"})
+    rerank_top_k: int = 100
+    rerank_max_length: int = 256
+    rerank_batch_size: int = 32
     corpus_sample: int | None = field(default=None, metadata={
         "help": "dev speed: keep the judged documents of the evaluated queries plus this many seeded random others "
                 "(scores are then not comparable to full-corpus figures)"})
@@ -70,6 +77,8 @@ class EvaluateArguments:
             raise UserError("generative methods need --generator", field="generator")
         if self.max_queries is not None and self.max_queries < 1:
             raise UserError("must be ≥ 1", field="max_queries")
+        if self.rerank_top_k < 1:
+            raise UserError("must be ≥ 1", field="rerank_top_k")
         if self.corpus_sample is not None and self.corpus_sample < 0:
             raise UserError("must be ≥ 0", field="corpus_sample")
 
@@ -124,7 +133,16 @@ def run_evaluation(args: EvaluateArguments) -> dict:
     t = time.perf_counter()
     ds = load_dataset(args.dataset, args.split)
     timings["load"] = time.perf_counter() - t
-    query_ids = select_queries(ds.evaluated_query_ids(), args.max_queries, args.seed)
+    judged = ds.evaluated_query_ids()
+    if args.query_ids_file:
+        path = Path(args.query_ids_file)
+        if not path.is_file():
+            raise UserError("file not found", file=path, field="query_ids_file")
+        wanted = {line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()}
+        judged = [q for q in judged if q in wanted]
+        if not judged:
+            raise UserError(f"none of its {len(wanted)} ids is a judged query of split {args.split!r}", file=path)
+    query_ids = select_queries(judged, args.max_queries, args.seed)
     queries = [ds.queries[q] for q in query_ids]
     if args.corpus_sample is not None:
         ds.corpus = sample_corpus(ds.corpus, ds.qrels, query_ids, args.corpus_sample, args.seed)
@@ -135,6 +153,16 @@ def run_evaluation(args: EvaluateArguments) -> dict:
     generative = any(m in GENERATIVE_METHODS for m in args.method_list)
     task = get_task(args.task or ds.name) if generative else None
 
+    reranker = None
+    if args.rerank:
+        from inference.reranker import load_reranker
+
+        try:  # the LLM reranker's question starts with the task's instruction when the task is known
+            instruction = get_task(args.task or ds.name).task_instruction
+        except UserError:
+            instruction = ""
+        reranker = load_reranker(args.rerank, args.rerank_type, max_length=args.rerank_max_length,
+                                 batch_size=args.rerank_batch_size, task_instruction=instruction)
     embedder = Embedder(args.retriever, pooling_method=args.pooling_method, normalize=args.normalize,
                         query_instruction=args.query_instruction, passage_instruction=args.passage_instruction,
                         max_length=args.max_length, batch_size=args.batch_size, devices=args.devices)
@@ -165,6 +193,13 @@ def run_evaluation(args: EvaluateArguments) -> dict:
         run = search_run(encoded.embeddings, query_ids, doc_emb, ds.doc_ids, args.top_k)
         results[method] = evaluate_run(ds.qrels, run, query_ids)
         timings[f"method:{method}"] = time.perf_counter() - t
+        if reranker is not None:  # second stage on the raw query text, reported beside the first stage
+            from inference.reranker import rerank_run
+
+            t = time.perf_counter()
+            reranked = rerank_run(run, dict(zip(query_ids, queries)), ds.corpus, reranker, args.rerank_top_k)
+            results[f"{method}+rerank"] = evaluate_run(ds.qrels, reranked, query_ids)
+            timings[f"rerank:{method}"] = time.perf_counter() - t
         if encoded.generations:
             generations[method] = [{"query_id": q, "query": text, "generations": g}
                                    for q, text, g in zip(query_ids, queries, encoded.generations)]
@@ -181,6 +216,7 @@ def run_evaluation(args: EvaluateArguments) -> dict:
             "corpus_sample": None if args.corpus_sample is None else {"others": args.corpus_sample, "seed": args.seed},
             "retriever": embedder.identity, "task": None if task is None else task.name,
             "generator": None if generator is None else generator.describe(),
+            "reranker": None if reranker is None else {**reranker.describe(), "top_k": args.rerank_top_k},
             "generation": None if generator is None else {**asdict(settings), **generator.stats.as_dict()},
             "augmentation_weight": args.augmentation_weight,
             "arguments": asdict(args), "versions": package_versions(),

@@ -181,3 +181,7 @@ def quality_control_prompt(query: str, passage: str, task: TaskPrompt) -> str:
 def listwise_rank_prompt(query: str, passages: list[str]) -> str:
     listed = "\n".join(f"[{i + 1}] {p}" for i, p in enumerate(passages))
     return templates()["listwise_rank"].format(num=len(passages), query=query, passages=listed)
+
+
+def rerank_yes_no_prompt(query: str, passage: str, task_instruction: str = "") -> str:
+    return templates()["rerank_yes_no"].format(task=task_instruction, query=query, passage=passage).lstrip()

@@ -120,6 +120,11 @@ def step_plan(cfg: SelfBoostConfig, k: int) -> list[tuple[str, Path, list[str]]]
     py = [sys.executable, "-m"]
     gen_common = {"task": cfg.task, "seed": cfg.seed, "generator_backend": cfg.generator_backend}
     cache = {"embedding_cache": cfg.embedding_cache} if cfg.embedding_cache else {}
+    # RLGF's teacher scores only matter to a distilling retriever: without KD the distill step is skipped and
+    # the retriever trains on the mined rows directly (a profile choice, recorded in the report).
+    distilling = bool(cfg.train_retriever.get("knowledge_distillation", False))
+    retriever_rows = (r / "synthetic" / "distill" / "train_distill.jsonl" if distilling
+                      else r / "synthetic" / "retriever_data" / "train.jsonl")
     configs = {
         "queries": ("data_generation.generate_queries", queries_dir, {
             **gen_common, "generator": cfg.base_generator, "dataset_path": cfg.dataset_path, **cfg.queries}),
@@ -138,7 +143,7 @@ def step_plan(cfg: SelfBoostConfig, k: int) -> list[tuple[str, Path, list[str]]]
             "retriever_data_path": str(r / "synthetic" / "retriever_data" / "train.jsonl"), **cfg.distill}),
         "train_retriever": ("finetune.retriever.train", r / "retriever", {
             "model_name_or_path": retriever, "seed": cfg.seed, "use_cpu": True,
-            "train_data": [str(r / "synthetic" / "distill" / "train_distill.jsonl")], **cfg.train_retriever}),
+            "train_data": [str(retriever_rows)], **cfg.train_retriever}),
         "evaluate": ("scripts.evaluate_round", r / "eval", {
             **cache, "dataset_path": cfg.dataset_path, "task": cfg.task, "split": cfg.split,
             "base_retriever": cfg.base_retriever, "base_generator": cfg.base_generator,
@@ -148,7 +153,7 @@ def step_plan(cfg: SelfBoostConfig, k: int) -> list[tuple[str, Path, list[str]]]
     }
     plan = []
     for step in STEPS:
-        if step == "queries" and k != 1:
+        if (step == "queries" and k != 1) or (step == "distill" and not distilling):
             continue
         module, out, values = configs[step]
         values = {"output_dir": str(out), **values}

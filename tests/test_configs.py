@@ -33,6 +33,11 @@ def test_training_configs_parse():
         parse_args(GeneratorTrainArguments, ["--config", str(path)])
     model_args, data_args, train_args, _ = parse(["--config", str(REPO / "configs/cpu-demo/train_retriever.yaml")])
     assert train_args.knowledge_distillation and data_args.train_group_size == 8
+    from finetune.rerank.train import parse as parse_rerank
+
+    _, data_args, train_args, _ = parse_rerank(["--config", str(REPO / "configs/cpu-demo/train_reranker.yaml"),
+                                                "--train_data", "rows.jsonl"])
+    assert data_args.train_group_size == 8 and train_args.learning_rate == 3e-5
 
 
 def test_gpu_retriever_config_names_only_real_options():

@@ -92,6 +92,13 @@ def test_qc_reply_is_parsed_strictly():
 def test_text_helpers():
     assert clean_generated_query('The scientific claim is: "Statins lower LDL."') == "Statins lower LDL."
     assert clean_generated_query("\n\nQuery: how tall is everest\nBecause...") == "how tall is everest"
+    # SmolLM2's framings of a claim are lifted off (seen in SciFact runs)
+    assert clean_generated_query('The scientific claim is "MEF deletion blocks MET signalling.') == \
+        "MEF deletion blocks MET signalling."
+    assert clean_generated_query('A single sentence to convey a finding: "Butyrate boosts iPSC yield.') == \
+        "Butyrate boosts iPSC yield."
+    assert clean_generated_query("The findings of this study suggest that weight gain raises risk.") == \
+        "Weight gain raises risk."
     passage = "Statins lower LDL cholesterol in adults with diabetes according to a large randomised trial."
     assert copies_document("statins lower LDL cholesterol in adults with diabetes", passage)
     assert not copies_document("Do statins reduce cholesterol for diabetic patients?", passage)

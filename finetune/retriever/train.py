@@ -9,19 +9,14 @@ sentence-transformers folder that ``Embedder`` / ``Reinforced_IR_Model`` load wi
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
-import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-import yaml
-
-from inference.config import load_yaml_config
+from finetune.cli import apply_lora, parse_hf_args, resume_checkpoint, training_main, write_training_manifest
 from inference.errors import UserError, run_cli
-from inference.io import atomic_write_json, file_sha256
 
 from .arguments import (KD_LOSS_TYPES, TRAINING_TYPES, RetrieverDataArguments, RetrieverModelArguments,
                         RetrieverTrainingArguments)
@@ -35,39 +30,9 @@ class RunArguments:
     skip_if_complete: bool = field(default=True, metadata={"help": "a finished run (manifest complete) is a no-op"})
 
 
-def _yaml_to_argv(path: str) -> list[str]:
-    argv: list[str] = []
-    for key, value in load_yaml_config(path).items():
-        if isinstance(value, list):
-            argv += [f"--{key}", *[str(v) for v in value]]
-        elif isinstance(value, dict):
-            argv += [f"--{key}", json.dumps(value)]
-        elif value is None:
-            continue
-        else:
-            argv += [f"--{key}", str(value)]
-    return argv
-
-
 def parse(argv: Sequence[str]):
-    from transformers import HfArgumentParser
-
-    argv = list(argv)
-    config = None
-    if "--config" in argv:
-        i = argv.index("--config")
-        config = argv[i + 1] if i + 1 < len(argv) else None
-        if not config:
-            raise UserError("--config needs a file")
-        argv = _yaml_to_argv(config) + argv[:i] + argv[i + 2:]
-    parser = HfArgumentParser((RetrieverModelArguments, RetrieverDataArguments, RetrieverTrainingArguments,
-                               RunArguments))
-    parsed = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
-    *objs, remaining = parsed
-    if remaining:
-        key = next((r for r in remaining if r.startswith("--")), remaining[0])
-        raise UserError(f"unknown option {key!r}", file=config if config else None)
-    model_args, data_args, train_args, run_args = objs
+    model_args, data_args, train_args, run_args = parse_hf_args(
+        (RetrieverModelArguments, RetrieverDataArguments, RetrieverTrainingArguments, RunArguments), argv)
     if not data_args.train_data:
         raise UserError("required", field="train_data")
     if train_args.kd_loss_type not in KD_LOSS_TYPES:
@@ -103,21 +68,12 @@ def build_model(model_args: RetrieverModelArguments):
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
     if model_args.use_lora:
-        from peft import LoraConfig, get_peft_model
-
-        names = {n.split(".")[-1] for n, _ in backbone.named_modules()}
-        targets = [t for t in model_args.lora_target_modules if t in names]
-        if not targets:
-            raise UserError(f"none of {model_args.lora_target_modules} are modules of this model",
-                            field="lora_target_modules")
-        backbone = get_peft_model(backbone, LoraConfig(r=model_args.lora_rank, lora_alpha=model_args.lora_alpha,
-                                                       lora_dropout=model_args.lora_dropout, target_modules=targets))
+        backbone = apply_lora(backbone, model_args.lora_rank, model_args.lora_alpha, model_args.lora_dropout,
+                              model_args.lora_target_modules)
     return EmbeddingModel(backbone, pooling, normalize), tokenizer, defaults
 
 
 def train(model_args, data_args, train_args, run_args) -> dict:
-    from transformers.trainer_utils import get_last_checkpoint
-
     from .data import RetrieverCollator, RetrieverTrainDataset, load_train_files
     from .trainer import EpochCallback, RetrieverTrainer
 
@@ -143,48 +99,19 @@ def train(model_args, data_args, train_args, run_args) -> dict:
     trainer = RetrieverTrainer(model=model, args=train_args, train_dataset=dataset, data_collator=collator,
                                processing_class=tokenizer, max_seq_length=max_seq_length,
                                callbacks=[EpochCallback(dataset)])
-    resume = train_args.resume_from_checkpoint
-    if resume is None and run_args.auto_resume and Path(train_args.output_dir).is_dir():
-        resume = get_last_checkpoint(train_args.output_dir)
-        if resume:
-            logger.info("auto-resuming from %s", resume)
+    resume = resume_checkpoint(train_args, run_args.auto_resume)
     result = trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(train_args.output_dir)
     summary = {"global_step": trainer.state.global_step, "train_loss": result.training_loss,
                "log_history": trainer.state.log_history, "resumed_from": resume}
-    if trainer.is_world_process_zero():
-        from data_generation.stage import package_versions
-
-        atomic_write_json(Path(train_args.output_dir) / "manifest.json", {
-            "stage": "train_retriever", "status": "complete",
-            "inputs": {str(p): file_sha256(p) for p in _data_files(data_args.train_data)},
-            "models": {"base": model_args.model_name_or_path, "pooling": model.pooling_method,
-                       "normalize": model.normalize},
-            "parameters": {"model": asdict(model_args), "data": asdict(data_args),
-                           "training": {k: v for k, v in train_args.to_dict().items() if "token" not in k}},
-            "world_size": world, "counts": {"rows": len(dataset), "steps": trainer.state.global_step},
-            "train_loss": result.training_loss, "versions": package_versions()})
+    write_training_manifest("train_retriever", trainer, result, model_args, data_args, train_args,
+                            {"base": model_args.model_name_or_path, "pooling": model.pooling_method,
+                             "normalize": model.normalize}, len(dataset))
     return summary
 
 
-def _data_files(paths: list[str]) -> list[Path]:
-    out = []
-    for p in map(Path, paths):
-        out += sorted(p.glob("*.jsonl")) if p.is_dir() else [p]
-    return out
-
-
 def main(argv: Sequence[str]) -> int:
-    model_args, data_args, train_args, run_args = parse(argv)
-    manifest = Path(train_args.output_dir) / "manifest.json"
-    if run_args.skip_if_complete and manifest.is_file() and json.loads(manifest.read_text()).get("status") == "complete":
-        logger.info("retriever training already complete in %s (--skip_if_complete false to retrain)",
-                    train_args.output_dir)
-        return 0
-    summary = train(model_args, data_args, train_args, run_args)
-    if int(os.environ.get("RANK", "0")) == 0:
-        print(f"trained {summary['global_step']} steps, mean loss {summary['train_loss']:.4f}")
-    return 0
+    return training_main(argv, parse, train, "retriever")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,115 @@
+"""Shared pieces of the ``torchrun -m finetune.<trainer>`` entry points: YAML → flags, data file lists."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+from inference.config import load_yaml_config
+from inference.errors import UserError
+
+
+def yaml_to_argv(path: str) -> list[str]:
+    """``key: value`` lines as ``--key value`` flags, for ``HfArgumentParser`` (lists expand, dicts as JSON)."""
+    argv: list[str] = []
+    for key, value in load_yaml_config(path).items():
+        if isinstance(value, list):
+            if value:  # an empty list means "not set here" (e.g. train_data given on the command line)
+                argv += [f"--{key}", *[str(v) for v in value]]
+        elif isinstance(value, dict):
+            argv += [f"--{key}", json.dumps(value)]
+        elif value is None:
+            continue
+        else:
+            argv += [f"--{key}", str(value)]
+    return argv
+
+
+def parse_hf_args(classes: tuple, argv: Sequence[str]) -> tuple:
+    """``--config FILE`` (flags given beside it win) + flags → one instance per dataclass; unknown keys are errors."""
+    from transformers import HfArgumentParser
+
+    argv = list(argv)
+    config = None
+    if "--config" in argv:
+        i = argv.index("--config")
+        config = argv[i + 1] if i + 1 < len(argv) else None
+        if not config:
+            raise UserError("--config needs a file")
+        argv = yaml_to_argv(config) + argv[:i] + argv[i + 2:]
+    *objs, remaining = HfArgumentParser(classes).parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
+    if remaining:
+        key = next((r for r in remaining if r.startswith("--")), remaining[0])
+        raise UserError(f"unknown option {key!r}", file=config if config else None)
+    return tuple(objs)
+
+
+def data_files(paths: list[str]) -> list[Path]:
+    out = []
+    for p in map(Path, paths):
+        out += sorted(p.glob("*.jsonl")) if p.is_dir() else [p]
+    return out
+
+
+def resume_checkpoint(train_args, auto_resume: bool) -> str | None:
+    """``--resume_from_checkpoint`` if given, else (auto-resume) the newest ``checkpoint-*`` in ``output_dir``."""
+    import logging
+
+    from transformers.trainer_utils import get_last_checkpoint
+
+    resume = train_args.resume_from_checkpoint
+    if resume is None and auto_resume and Path(train_args.output_dir).is_dir():
+        resume = get_last_checkpoint(train_args.output_dir)
+        if resume:
+            logging.getLogger(__name__).info("auto-resuming from %s", resume)
+    return resume
+
+
+def write_training_manifest(stage: str, trainer, result, model_args, data_args, train_args, models: dict,
+                            rows: int) -> None:
+    """``manifest.json`` beside the saved model (rank 0 only): inputs with hashes, parameters, counts, versions."""
+    import os
+    from dataclasses import asdict
+
+    from data_generation.stage import package_versions
+    from inference.io import atomic_write_json, file_sha256
+
+    if not trainer.is_world_process_zero():
+        return
+    atomic_write_json(Path(train_args.output_dir) / "manifest.json", {
+        "stage": stage, "status": "complete",
+        "inputs": {str(p): file_sha256(p) for p in data_files(data_args.train_data)},
+        "models": models,
+        "parameters": {"model": asdict(model_args), "data": asdict(data_args),
+                       "training": {k: v for k, v in train_args.to_dict().items() if "token" not in k}},
+        "world_size": int(os.environ.get("WORLD_SIZE", "1")),
+        "counts": {"rows": rows, "steps": trainer.state.global_step},
+        "train_loss": result.training_loss, "versions": package_versions()})
+
+
+def training_main(argv: Sequence[str], parse, train, what: str) -> int:
+    """Parse; skip a finished run (its manifest says complete) unless ``--skip_if_complete false``; train."""
+    import logging
+    import os
+
+    model_args, data_args, train_args, run_args = parse(argv)
+    manifest = Path(train_args.output_dir) / "manifest.json"
+    if run_args.skip_if_complete and manifest.is_file() and json.loads(manifest.read_text()).get("status") == "complete":
+        logging.getLogger(__name__).info("%s training already complete in %s (--skip_if_complete false to retrain)",
+                                         what, train_args.output_dir)
+        return 0
+    summary = train(model_args, data_args, train_args, run_args)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"trained {summary['global_step']} steps, mean loss {summary['train_loss']:.4f}")
+    return 0
+
+
+def apply_lora(model, rank: int, alpha: int, dropout: float, target_modules: list[str]):
+    """Wrap ``model`` with LoRA adapters on those of ``target_modules`` it has (an error if it has none)."""
+    from peft import LoraConfig, get_peft_model
+
+    names = {n.split(".")[-1] for n, _ in model.named_modules()}
+    targets = [t for t in target_modules if t in names]
+    if not targets:
+        raise UserError(f"none of {target_modules} are modules of this model", field="lora_target_modules")
+    return get_peft_model(model, LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets))

@@ -1,0 +1,135 @@
+"""Cross-encoder reranker: trained a few steps under real torchrun (2 processes) from the bundled MiniLM, saved,
+reloaded, scoring; the rerank of a first-stage run; ``evaluation.evaluate --rerank`` reporting both stages."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from conftest import REPO, run_module
+from inference.reranker import rerank_run
+from test_retriever_training import write_rows
+
+TORCHRUN = str(Path(sys.executable).with_name("torchrun"))
+
+
+def test_torchrun_train_save_reload_and_score(tmp_path, tiny_beir):
+    data = write_rows(tmp_path / "train.jsonl", n=12)
+    out = tmp_path / "reranker"
+    cmd = [TORCHRUN, "--nproc_per_node", "2", "--master_port", "29531", "-m", "finetune.rerank",
+           "--model_name_or_path", "sentence-transformers/all-MiniLM-L6-v2", "--train_data", str(data),
+           "--output_dir", str(out), "--per_device_train_batch_size", "2", "--train_group_size", "4",
+           "--max_length", "64", "--learning_rate", "1e-4", "--max_steps", "12", "--logging_steps", "1",
+           "--use_cpu", "true", "--seed", "3", "--warmup_steps", "0", "--save_steps", "100"]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "trained 12 steps" in proc.stdout
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["world_size"] == 2 and manifest["stage"] == "train_reranker"
+    state = json.loads(sorted(out.glob("checkpoint-*/trainer_state.json"))[-1].read_text())
+    losses = [h["loss"] for h in state["log_history"] if "loss" in h]
+    assert len(losses) == 12 and np.mean(losses[-3:]) < np.mean(losses[:3])
+
+    from inference.reranker import CrossEncoderReranker
+
+    reranker = CrossEncoderReranker(str(out), max_length=64, show_progress=False)
+    scores = reranker.score("why does bread rise", ["Bread baking Yeast ferments sugars in dough, producing carbon "
+                                                    "dioxide that makes bread rise.",
+                                                    "Chess openings The Sicilian Defence begins with e4 c5."])
+    assert scores.shape == (2,) and scores[0] > scores[1]
+
+    # The evaluation harness reports both stages for each method.
+    proc = run_module("evaluation.evaluate", "--dataset", str(tiny_beir), "--method", "raw", "--rerank", str(out),
+                      "--rerank_top_k", "4", "--rerank_max_length", "64", "--embedding_cache", "none",
+                      "--output", str(tmp_path / "r.json"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert set(report["methods"]) == {"raw", "raw+rerank"} and report["run"]["reranker"]["top_k"] == 4
+    assert "raw+rerank" in proc.stdout
+
+
+class _LengthScorer:
+    """Scores a pair by passage length: a deterministic stand-in to check the bookkeeping of ``rerank_run``."""
+
+    def score_pairs(self, pairs):
+        return np.array([len(p) for _, p in pairs], dtype=np.float32)
+
+
+def test_rerank_run_reorders_top_k_and_keeps_the_rest_below():
+    corpus = {"a": {"title": "", "text": "x"}, "b": {"title": "", "text": "xxx"}, "c": {"title": "", "text": "xx"},
+              "d": {"title": "", "text": "xxxxxxxx"}}
+    run = {"q": {"a": 0.9, "b": 0.8, "c": 0.7, "d": 0.1}}
+    out = rerank_run(run, {"q": "query"}, corpus, _LengthScorer(), top_k=3)
+    order = [d for d, _ in sorted(out["q"].items(), key=lambda kv: -kv[1])]
+    assert order == ["b", "c", "a", "d"]  # top 3 by the reranker; d (beyond top_k) stays last despite its length
+
+
+def test_rows_from_qrels_hold_out_by_query_and_evaluate_on_them(tiny_beir, tmp_path):
+    out = tmp_path / "rows"
+    proc = run_module("data_generation.rows_from_qrels", "--dataset_path", str(tiny_beir), "--split", "test",
+                      "--output_dir", str(out), "--negative_ranks", "1,6", "--num_negatives", "2",
+                      "--holdout_fraction", "0.34", "--seed", "1")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [json.loads(line) for line in (out / "train.jsonl").read_text().splitlines()]
+    heldout = (out / "heldout_query_ids.txt").read_text().split()
+    assert len(rows) == 2 and len(heldout) == 1 and heldout[0] not in {r["id"] for r in rows}
+    for r in rows:  # negatives are never a judged document of the query
+        assert len(r["neg_ids"]) == 2 and not set(r["neg_ids"]) & set(r["pos_ids"])
+    report = tmp_path / "r.json"
+    proc = run_module("evaluation.evaluate", "--dataset", str(tiny_beir), "--query_ids_file",
+                      str(out / "heldout_query_ids.txt"), "--embedding_cache", "none", "--output", str(report))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(report.read_text())["run"]["queries_evaluated"] == 1
+
+
+def test_colbert_zero_shot_and_trained_under_torchrun(tmp_path):
+    from inference.reranker import ColBERTReranker, load_reranker
+
+    docs = ["Bread baking Yeast ferments sugars in dough, producing carbon dioxide that makes bread rise.",
+            "Chess openings The Sicilian Defence is a chess opening that begins with the moves e4 c5."]
+    zero_shot = load_reranker("sentence-transformers/all-MiniLM-L6-v2", "colbert", show_progress=False)
+    assert isinstance(zero_shot, ColBERTReranker)
+    s = zero_shot.score("why does bread rise", docs)
+    assert s[0] > s[1]
+
+    data = write_rows(tmp_path / "train.jsonl", n=12)
+    out = tmp_path / "colbert"
+    cmd = [TORCHRUN, "--nproc_per_node", "2", "--master_port", "29533", "-m", "finetune.rerank",
+           "--model_type", "colbert", "--model_name_or_path", "sentence-transformers/all-MiniLM-L6-v2",
+           "--train_data", str(data), "--output_dir", str(out), "--per_device_train_batch_size", "2",
+           "--train_group_size", "4", "--max_length", "64", "--query_max_len", "24", "--learning_rate", "1e-4",
+           "--max_steps", "8", "--logging_steps", "1", "--use_cpu", "true", "--seed", "3", "--warmup_steps", "0",
+           "--save_steps", "100"]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert json.loads((out / "reranker_config.json").read_text())["kind"] == "colbert"
+    trained = load_reranker(str(out), show_progress=False)  # kind read from the folder
+    assert isinstance(trained, ColBERTReranker)
+    t = trained.score("why does bread rise", docs)
+    assert t[0] > t[1] and not np.allclose(s, t)
+
+
+def test_llm_reranker_lora_with_distillation_under_torchrun(tmp_path):
+    from inference.reranker import LLMReranker, load_reranker
+
+    data = write_rows(tmp_path / "train.jsonl", n=4)  # rows carry RLGF-style teacher scores
+    out = tmp_path / "llm"
+    cmd = [TORCHRUN, "--nproc_per_node", "2", "--master_port", "29535", "-m", "finetune.rerank",
+           "--model_type", "llm", "--model_name_or_path", "HuggingFaceTB/SmolLM2-135M-Instruct",
+           "--train_data", str(data), "--output_dir", str(out), "--per_device_train_batch_size", "1",
+           "--train_group_size", "3", "--max_length", "160", "--learning_rate", "2e-4", "--max_steps", "3",
+           "--logging_steps", "1", "--use_cpu", "true", "--seed", "3", "--warmup_steps", "0", "--save_steps", "100",
+           "--knowledge_distillation", "true", "--task_instruction", "Judge relevance."]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "trained 3 steps" in proc.stdout
+    assert (out / "model.safetensors").is_file() and not (out / "adapter_config.json").exists()  # merged
+    reranker = load_reranker(str(out), show_progress=False)
+    assert isinstance(reranker, LLMReranker)
+    scores = reranker.score("why does bread rise", ["Yeast makes dough rise.", "Lava escapes from volcanoes."])
+    assert scores.shape == (2,) and np.isfinite(scores).all()
