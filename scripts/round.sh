@@ -2,7 +2,7 @@
 # One self-boost round, exactly as a user runs it: each step is printed as a command line, then run.
 #   scripts/round.sh DATASET ROUND CONFIG_PROFILE      e.g.  scripts/round.sh scifact 1 cpu-demo
 # Reads configs/<PROFILE>/<DATASET>.yaml; stops at the first failing step and names it. Rerunning continues:
-# finished steps (their manifest.json says complete) are skipped by the stage commands themselves.
+# steps whose manifest.json says complete are shown and skipped (the stage commands would skip them too).
 set -euo pipefail
 if [ $# -ne 3 ]; then
   echo "usage: $0 DATASET ROUND CONFIG_PROFILE" >&2
@@ -18,7 +18,13 @@ mapfile -t STEPS < <("$PY" -m scripts.self_boost --config "$CONFIG" --round "$RO
 [ ${#STEPS[@]} -gt 0 ] || { echo "round.sh: could not plan round $ROUND" >&2; exit 2; }
 for line in "${STEPS[@]}"; do
   step=${line%%$'\t'*}
-  cmd=${line#*$'\t'}
+  rest=${line#*$'\t'}
+  status=${rest%%$'\t'*}
+  cmd=${rest#*$'\t'}
+  if [ "$status" = complete ]; then
+    echo "+ [$step] complete, skipped: $cmd"
+    continue
+  fi
   echo "+ [$step] $cmd"
   if ! eval "$cmd"; then
     echo "round.sh: round $ROUND stopped: step '$step' failed" >&2

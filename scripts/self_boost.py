@@ -5,8 +5,8 @@
 
 Round k reads round k−1's generator and retriever (round 1: the base models). Steps:
 queries (round 1 only; later rounds reuse them) → generator_data (RLRF) → train_generator (DPO + merge) →
-retriever_data → distill (RLGF) → train_retriever → evaluate. A step whose ``manifest.json`` says complete is
-skipped, so a rerun after a crash continues. After each round the held-out pseudo-queries (no human labels)
+retriever_data → distill (RLGF; left out when the retriever does not distill) → train_retriever → evaluate.
+A step whose ``manifest.json`` says complete is skipped, so a rerun after a crash continues. After each round the held-out pseudo-queries (no human labels)
 decide early stopping. Output: ``runs/<name>/round_<k>/{configs,synthetic,generator,retriever,eval}`` plus
 ``report.md``, ``report.json`` and ``ndcg_by_round.png`` in ``runs/<name>``.
 """
@@ -52,7 +52,7 @@ class SelfBoostConfig:
     early_stopping: bool = True
     min_improvement: float = 0.0
     embedding_cache: str | None = None
-    emit_commands: bool = field(default=False, metadata={"help": "print 'step<TAB>command' lines and exit"})
+    emit_commands: bool = field(default=False, metadata={"help": "print 'step<TAB>todo|complete<TAB>command' lines and exit"})
     queries: dict = field(default_factory=dict)
     generator_data: dict = field(default_factory=dict)
     train_generator: dict = field(default_factory=dict)
@@ -219,8 +219,8 @@ def main(argv: Sequence[str]) -> int:
     rounds = [cfg.round] if cfg.round else list(range(1, cfg.rounds + 1))
     if cfg.emit_commands:
         for k in rounds:
-            for step, _, cmd in step_plan(cfg, k):
-                print(f"{step}\t{shlex.join(cmd)}")
+            for step, out, cmd in step_plan(cfg, k):
+                print(f"{step}\t{'complete' if step_complete(out) else 'todo'}\t{shlex.join(cmd)}")
         return 0
     cfg.run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(cfg.run_dir / "config.yaml", yaml.safe_dump(

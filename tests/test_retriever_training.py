@@ -113,3 +113,25 @@ def test_open_retrievals_pairwise_format_and_bad_rows(tmp_path):
     assert "Traceback" not in proc.stderr
     proc = run_module("finetune.retriever.train", *common_args(data, tmp_path / "m3"), "--no_such_option", "1")
     assert proc.returncode == 2 and "unknown option '--no_such_option'" in proc.stderr
+
+
+def test_llm_embedder_lora_last_pooling_with_instructions(tmp_path):
+    """An LLM embedder (SmolLM2, last-token pooling, query/passage instructions) fine-tuned with LoRA; the saved
+    model is merged (no peft needed) and loads in Embedder with the same pooling."""
+    data = write_rows(tmp_path / "train.jsonl", n=4)
+    out = tmp_path / "llm-embedder"
+    proc = run_module("finetune.retriever.train", "--model_name_or_path", "HuggingFaceTB/SmolLM2-135M-Instruct",
+                      "--train_data", str(data), "--output_dir", str(out), "--per_device_train_batch_size", "2",
+                      "--train_group_size", "2", "--query_max_len", "24", "--passage_max_len", "48",
+                      "--learning_rate", "1e-4", "--max_steps", "2", "--use_cpu", "true", "--seed", "3",
+                      "--temperature", "0.05", "--use_lora", "true", "--pooling_method", "last",
+                      "--query_instruction_for_retrieval", "Query: ", "--passage_instruction_for_retrieval",
+                      "Passage: ", "--save_steps", "100", timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert not (out / "adapter_config.json").exists() and (out / "modules.json").is_file()
+    from inference import Embedder
+
+    emb = Embedder(str(out), show_progress=False)
+    assert emb.pooling_method == "last"
+    vec = emb.encode(["why does bread rise"])
+    assert vec.shape == (1, 576) and np.isfinite(vec).all()

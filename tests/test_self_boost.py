@@ -15,9 +15,9 @@ pytestmark = pytest.mark.skipif(not SCIFACT.is_dir(), reason="needs ../shared/da
 
 TINY = {
     "task": "scifact", "rounds": 1, "nproc_per_node": 2,
-    "queries": {"train_num": 10, "holdout_fraction": 0.2, "max_passage_tokens": 64, "prompt_style": "simple",
+    "queries": {"train_num": 8, "holdout_fraction": 0.25, "max_passage_tokens": 64, "prompt_style": "simple",
                 "quality_control": False, "max_new_tokens": 24, "chunk_size": 4},
-    "generator_data": {"dpo_num": 3, "threshold": 1.0, "use_rule1": False, "max_new_tokens": 16, "chunk_size": 4},
+    "generator_data": {"dpo_num": 2, "threshold": 1.0, "use_rule1": False, "max_new_tokens": 16, "chunk_size": 4},
     "train_generator": {"template": "smollm2", "max_steps": 2, "per_device_train_batch_size": 2, "cutoff_len": 256},
     "retriever_data": {"num_negatives": 4, "neg_window": 8, "max_new_tokens": 16, "chunk_size": 4},
     "distill": {"max_candidates": 4, "passage_max_tokens": 32, "max_new_tokens": 16, "chunk_size": 4},
@@ -25,7 +25,7 @@ TINY = {
                         "per_device_train_batch_size": 2, "max_steps": 2, "knowledge_distillation": True,
                         "negatives_cross_device": True, "training_type": "retrieval_answer", "logging_steps": 1,
                         "temperature": 0.05},
-    "evaluate": {"max_queries": 5, "max_new_tokens": 16},
+    "evaluate": {"max_queries": 4, "max_new_tokens": 16},
 }
 
 
@@ -78,11 +78,38 @@ def test_output_tree_and_manifests(run):
     assert "+ " in run["stdout"] and "-m finetune.retriever.train" in run["stdout"] and "torchrun" in run["stdout"]
 
 
+def test_generator_step_dpo_lora_merge_and_generate(run):
+    """Stage C through the real llamafactory-cli: DPO + LoRA settings, export/merge, base tokenizer and chat
+    template kept, the merged model generates, and a rerun of the finished stage is a no-op."""
+    out = run["run_dir"] / "round_1" / "generator"
+    train_cfg = (out / "llamafactory_train.yaml").read_text()
+    for line in ("stage: dpo", "finetuning_type: lora", "lora_rank: 32", "lora_alpha: 64", "pref_beta: 0.1",
+                 "pref_loss: sigmoid", "lr_scheduler_type: cosine", "bf16: false", "val_size: 0.0",
+                 "template: smollm2"):
+        assert line in train_cfg
+    assert (out / "adapter" / "adapter_model.safetensors").is_file()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "complete" and manifest["models"]["template"] == "smollm2"
+    from transformers import AutoTokenizer
+
+    from inference import load_generator
+
+    merged = out / "merged_model"
+    tok = AutoTokenizer.from_pretrained(merged)
+    assert tok.eos_token == "<|im_end|>" and tok.chat_template
+    text = load_generator(str(merged), backend="hf", show_progress=False).generate(["Name a primary colour."],
+                                                                                     max_new_tokens=12)
+    assert text[0][0].strip()
+    again = run_module("finetune.generator.train", "--config",
+                       str(run["run_dir"] / "round_1" / "configs" / "train_generator.yaml"), timeout=300)
+    assert again.returncode == 0 and "already complete" in again.stderr
+
+
 def test_report(run):
     report = json.loads((run["run_dir"] / "report.json").read_text())
     for key in ("before", "after", "hyde", "query2doc"):
         assert 0.0 <= report[key]["ndcg@10"] <= 1.0
-    assert report["query_set"]["queries"] == 5 and report["query_set"]["split"] == "test"
+    assert report["query_set"]["queries"] == 4 and report["query_set"]["split"] == "test"
     assert set(report["timings"]) >= {f"round_1/{s}" for s in ("queries", "train_generator", "train_retriever",
                                                                 "evaluate")}
     assert report["sizes"]["round_1"]["queries"]["heldout"] >= 1
@@ -103,6 +130,7 @@ def test_rerun_skips_finished_steps_and_round_sh(run):
                         capture_output=True, text=True, timeout=900)
     assert sh.returncode == 0, sh.stdout[-2000:] + sh.stderr[-2000:]
     assert sh.stdout.count("+ [") == 7 and "round 1 of scifact (tiny-profile) done" in sh.stdout
+    assert sh.stdout.count("complete, skipped: ") == 7  # finished steps are not even started again
 
 
 def test_round_sh_names_the_failing_step(run, tmp_path):
