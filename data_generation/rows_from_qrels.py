@@ -3,7 +3,8 @@
     python -m data_generation.rows_from_qrels --dataset_path ../shared/data/scifact --split train \
         --output_dir runs/scifact-train-rows --holdout_fraction 0.25
 
-Rows are ``{id, query, pos, neg, pos_ids, neg_ids}`` (the retriever and reranker trainers read them). Negatives
+Rows are ``{id, query, pos, neg, pos_ids, neg_ids, pos_scores, neg_scores}`` (the retriever and reranker
+trainers read them; the scores are the base retriever's, a teacher for ``--knowledge_distillation``). Negatives
 are drawn uniformly from the base retriever's ranks ``[lo, hi)``, never a judged document. A seeded fraction of
 the queries is held out *by query* and listed in ``heldout_query_ids.txt`` for ``evaluation.evaluate
 --query_ids_file``, so a model trained on the rows can be scored on queries it never saw.
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Sequence
 
 from evaluation.data import load_dataset
-from evaluation.search import default_embedding_cache, encode_corpus_cached
+from evaluation.search import encode_corpus_cached, resolve_embedding_cache
 from inference.config import asdict_public, parse_args
 from inference.embedder import document_text
 from inference.errors import UserError, run_cli
@@ -60,15 +61,13 @@ def build_rows(args: RowsFromQrelsArguments) -> dict:
     doc_ids = ds.doc_ids
     texts = [document_text(ds.corpus[d]) for d in doc_ids]
     retriever = build_retriever(args)
-    cache = args.embedding_cache
-    if cache is not None and cache.lower() == "none":
-        cache = None
-    doc_emb = encode_corpus_cached(retriever, texts, default_embedding_cache() if cache == "auto" else cache)
+    doc_emb = encode_corpus_cached(retriever, texts, resolve_embedding_cache(args.embedding_cache))
     lo, hi = args.negative_ranks
-    _, ranked = exact_search(retriever.encode_queries([ds.queries[q] for q in train_ids]), doc_emb,
-                             min(hi, len(doc_ids)))
+    q_emb = retriever.encode_queries([ds.queries[q] for q in train_ids])
+    _, ranked = exact_search(q_emb, doc_emb, min(hi, len(doc_ids)))
+    position = {d: i for i, d in enumerate(doc_ids)}
     rows, no_negatives = [], 0
-    for qid, ids in zip(train_ids, ranked):
+    for qid, q_vec, ids in zip(train_ids, q_emb, ranked):
         judged = set(ds.qrels[qid])
         positives = [d for d, rel in ds.qrels[qid].items() if rel > 0]
         pool = [doc_ids[i] for i in ids[lo:hi] if i >= 0 and doc_ids[i] not in judged]
@@ -76,8 +75,11 @@ def build_rows(args: RowsFromQrelsArguments) -> dict:
             no_negatives += 1
             continue
         negs = random.Random(f"{args.seed}:{qid}").sample(pool, min(args.num_negatives, len(pool)))
+        # the base retriever's scores: a teacher for --knowledge_distillation (the RLGF rows' field names)
+        score = {d: round(float(doc_emb[position[d]] @ q_vec), 6) for d in positives + negs}
         rows.append({"id": qid, "query": ds.queries[qid], "pos": [document_text(ds.corpus[d]) for d in positives],
-                     "neg": [document_text(ds.corpus[d]) for d in negs], "pos_ids": positives, "neg_ids": negs})
+                     "neg": [document_text(ds.corpus[d]) for d in negs], "pos_ids": positives, "neg_ids": negs,
+                     "pos_scores": [score[d] for d in positives], "neg_scores": [score[d] for d in negs]})
     out = Path(args.output_dir)
     atomic_write_text(out / "train.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     atomic_write_text(out / "heldout_query_ids.txt", "".join(f"{q}\n" for q in sorted(heldout)))

@@ -10,7 +10,6 @@ Nothing is ever rewritten in place, and a half-written file is never read as com
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import math
@@ -20,7 +19,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Sequence
 
 from tqdm.auto import tqdm
 

@@ -21,8 +21,8 @@ from inference.io import atomic_write_json, atomic_write_text
 
 from .baselines import GENERATIVE_METHODS, METHODS, GenerationSettings, encode_queries
 from .data import load_dataset
-from .metrics import METRIC_ORDER, evaluate_run
-from .search import default_embedding_cache, encode_corpus_cached, search_run
+from .metrics import evaluate_run
+from .search import encode_corpus_cached, resolve_embedding_cache, search_run
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +60,8 @@ class EvaluateArguments:
     rerank: str | None = field(default=None, metadata={"help": "reranker for each method's top documents"})
     rerank_type: str = field(default="auto", metadata={"help": "auto | cross-encoder | colbert | llm"})
     rerank_top_k: int = 100
-    rerank_max_length: int = 256
+    rerank_max_length: int | None = field(default=None, metadata={
+        "help": "tokens per (query, passage); default: the reranker's training length, else 256"})
     rerank_batch_size: int = 32
     corpus_sample: int | None = field(default=None, metadata={
         "help": "dev speed: keep the judged documents of the evaluated queries plus this many seeded random others "
@@ -166,11 +167,8 @@ def run_evaluation(args: EvaluateArguments) -> dict:
     embedder = Embedder(args.retriever, pooling_method=args.pooling_method, normalize=args.normalize,
                         query_instruction=args.query_instruction, passage_instruction=args.passage_instruction,
                         max_length=args.max_length, batch_size=args.batch_size, devices=args.devices)
-    cache = None
-    if args.embedding_cache and args.embedding_cache.lower() != "none":
-        cache = default_embedding_cache() if args.embedding_cache == "auto" else Path(args.embedding_cache)
     t = time.perf_counter()
-    doc_emb = encode_corpus_cached(embedder, ds.corpus, cache)
+    doc_emb = encode_corpus_cached(embedder, ds.corpus, resolve_embedding_cache(args.embedding_cache))
     timings["encode_corpus"] = time.perf_counter() - t
 
     generator = None

@@ -28,6 +28,13 @@ def default_embedding_cache() -> Path:
     return cache_root() / "embeddings"
 
 
+def resolve_embedding_cache(value: str | None) -> Path | None:
+    """The ``--embedding_cache`` option: 'auto' → the user cache, 'none' or empty → no cache, else a folder."""
+    if not value or value.lower() == "none":
+        return None
+    return default_embedding_cache() if value == "auto" else Path(value)
+
+
 def check_free_space(directory: Path, needed_bytes: int, margin: float = 1.2) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(directory).free

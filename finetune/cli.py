@@ -98,6 +98,11 @@ def training_main(argv: Sequence[str], parse, train, what: str) -> int:
         logging.getLogger(__name__).info("%s training already complete in %s (--skip_if_complete false to retrain)",
                                          what, train_args.output_dir)
         return 0
+    # Seeded before the model is built: a fresh head or LoRA adapters start the same on every run (the Trainer
+    # seeds only later, in its constructor).
+    from transformers import set_seed
+
+    set_seed(train_args.seed)
     summary = train(model_args, data_args, train_args, run_args)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"trained {summary['global_step']} steps, mean loss {summary['train_loss']:.4f}")

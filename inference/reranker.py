@@ -192,22 +192,29 @@ RERANKER_KINDS = ("auto", "cross-encoder", "colbert", "llm")
 
 
 def load_reranker(model_name_or_path: str, kind: str = "auto", **kwargs):
-    """``kind="auto"``: a folder written by ``finetune.rerank`` says its kind in ``reranker_config.json``;
-    anything else is a cross-encoder."""
+    """``kind="auto"``: a folder written by ``finetune.rerank`` says its kind (and the lengths it was trained
+    with, used unless given) in ``reranker_config.json``; anything else is a cross-encoder."""
     import json
     from pathlib import Path
 
     if kind not in RERANKER_KINDS:
         raise UserError(f"must be one of {', '.join(RERANKER_KINDS)}", field="rerank_type")
+    config_file = Path(resolve_model_path(model_name_or_path)) / "reranker_config.json"
+    config = json.loads(config_file.read_text()) if config_file.is_file() else {}
     if kind == "auto":
-        config = Path(resolve_model_path(model_name_or_path)) / "reranker_config.json"
-        kind = json.loads(config.read_text()).get("kind", "cross-encoder") if config.is_file() else "cross-encoder"
+        kind = config.get("kind", "cross-encoder")
+    # lengths not given: the ones the reranker was trained with, else the class defaults
+    for name in ("max_length", "query_max_length") if kind == "colbert" else ("max_length",):
+        if kwargs.get(name) is None:
+            kwargs.pop(name, None)
+            if name in config:
+                kwargs[name] = int(config[name])
     if kind == "colbert":
         kwargs.pop("task_instruction", None)
         return ColBERTReranker(model_name_or_path, **kwargs)
+    kwargs.pop("query_max_length", None)  # ColBERT's alone
     if kind == "llm":
         return LLMReranker(model_name_or_path, **kwargs)
-    kwargs.pop("query_max_length", None)
     kwargs.pop("task_instruction", None)
     return CrossEncoderReranker(model_name_or_path, **kwargs)
 

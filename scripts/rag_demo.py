@@ -10,12 +10,11 @@ the generator's answer, as Reinforced-IR does. ``--max_docs N`` indexes only the
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Sequence
 
 from evaluation.data import load_dataset
 from evaluation.download import ensure_beir_dataset
-from evaluation.search import default_embedding_cache, encode_corpus_cached
+from evaluation.search import encode_corpus_cached, resolve_embedding_cache
 from inference.config import parse_args
 from inference.errors import run_cli
 from inference.io import atomic_write_json
@@ -47,8 +46,7 @@ def main(argv: Sequence[str]) -> int:
     generator = load_generator(args.generator, backend="hf", show_progress=False)
     # the same loaded generator answers and (with --augment) writes the query augmentation
     model = Reinforced_IR_Model(args.retriever, generator=generator if args.augment else None)
-    cache = None if (args.embedding_cache or "none").lower() == "none" else \
-        (default_embedding_cache() if args.embedding_cache == "auto" else Path(args.embedding_cache))
+    cache = resolve_embedding_cache(args.embedding_cache)
     index = CorpusIndex.from_embeddings(encode_corpus_cached(model.retriever, corpus, cache), corpus)
     retriever = ReinforcedIRRetriever(model=model, index=index, k=args.k, task=args.task)
     documents = retriever.invoke(args.question)

@@ -37,7 +37,7 @@ def test_training_configs_parse():
 
     _, data_args, train_args, _ = parse_rerank(["--config", str(REPO / "configs/cpu-demo/train_reranker.yaml"),
                                                 "--train_data", "rows.jsonl"])
-    assert data_args.train_group_size == 8 and train_args.learning_rate == 3e-5
+    assert data_args.train_group_size == 4 and train_args.learning_rate == 1e-4 and train_args.num_train_epochs == 5
 
 
 def test_gpu_retriever_config_names_only_real_options():

@@ -13,19 +13,25 @@ from inference.reranker import rerank_run
 from test_retriever_training import write_rows
 
 TORCHRUN = str(Path(sys.executable).with_name("torchrun"))
+COMMON = ["--use_cpu", "true", "--seed", "3", "--warmup_steps", "0", "--save_steps", "100", "--logging_steps", "1"]
+
+
+def torchrun_rerank(port: int, *args: str) -> subprocess.CompletedProcess:
+    """``torchrun --nproc_per_node 2 -m finetune.rerank ARGS`` (real processes, gloo), asserted to succeed."""
+    cmd = [TORCHRUN, "--nproc_per_node", "2", "--master_port", str(port), "-m", "finetune.rerank", *COMMON, *args]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return proc
 
 
 def test_torchrun_train_save_reload_and_score(tmp_path, tiny_beir):
     data = write_rows(tmp_path / "train.jsonl", n=12)
     out = tmp_path / "reranker"
-    cmd = [TORCHRUN, "--nproc_per_node", "2", "--master_port", "29531", "-m", "finetune.rerank",
-           "--model_name_or_path", "sentence-transformers/all-MiniLM-L6-v2", "--train_data", str(data),
-           "--output_dir", str(out), "--per_device_train_batch_size", "2", "--train_group_size", "4",
-           "--max_length", "64", "--learning_rate", "1e-4", "--max_steps", "8", "--logging_steps", "1",
-           "--use_cpu", "true", "--seed", "3", "--warmup_steps", "0", "--save_steps", "100"]
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    proc = torchrun_rerank(29531, "--model_name_or_path", "sentence-transformers/all-MiniLM-L6-v2",
+                           "--train_data", str(data), "--output_dir", str(out), "--per_device_train_batch_size", "2",
+                           "--train_group_size", "4", "--max_length", "64", "--learning_rate", "1e-4",
+                           "--max_steps", "8")
     assert "trained 8 steps" in proc.stdout
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["world_size"] == 2 and manifest["stage"] == "train_reranker"
@@ -45,11 +51,12 @@ def test_torchrun_train_save_reload_and_score(tmp_path, tiny_beir):
     from evaluation.evaluate import main as evaluate_main
 
     assert evaluate_main(["--dataset", str(tiny_beir), "--method", "raw", "--rerank", str(out), "--rerank_top_k",
-                          "4", "--rerank_max_length", "64", "--embedding_cache", "none",
+                          "4", "--embedding_cache", "none",
                           "--output", str(tmp_path / "r.json")]) == 0
     report = json.loads((tmp_path / "r.json").read_text())
     assert set(report["methods"]) == {"raw", "raw+rerank"} and report["run"]["reranker"]["top_k"] == 4
     assert report["run"]["reranker"]["kind"] == "cross-encoder"
+    assert report["run"]["reranker"]["max_length"] == 64  # the length it was trained with, from its folder
 
 
 class _LengthScorer:
@@ -81,6 +88,9 @@ def test_rows_from_qrels_hold_out_by_query_and_evaluate_on_them(tiny_beir, tmp_p
     assert len(rows) == 2 and len(heldout) == 1 and heldout[0] not in {r["id"] for r in rows}
     for r in rows:  # negatives are never a judged document of the query
         assert len(r["neg_ids"]) == 2 and not set(r["neg_ids"]) & set(r["pos_ids"])
+        # the base retriever's cosines, a teacher for --knowledge_distillation
+        assert len(r["pos_scores"]) == len(r["pos"]) and len(r["neg_scores"]) == 2
+        assert all(-1.0 <= x <= 1.0 for x in r["pos_scores"] + r["neg_scores"])
     report = tmp_path / "r.json"
     assert evaluate_main(["--dataset", str(tiny_beir), "--query_ids_file", str(out / "heldout_query_ids.txt"),
                           "--embedding_cache", "none", "--output", str(report)]) == 0
@@ -99,15 +109,10 @@ def test_colbert_zero_shot_and_trained_under_torchrun(tmp_path):
 
     data = write_rows(tmp_path / "train.jsonl", n=12)
     out = tmp_path / "colbert"
-    cmd = [TORCHRUN, "--nproc_per_node", "2", "--master_port", "29533", "-m", "finetune.rerank",
-           "--model_type", "colbert", "--model_name_or_path", "sentence-transformers/all-MiniLM-L6-v2",
-           "--train_data", str(data), "--output_dir", str(out), "--per_device_train_batch_size", "2",
-           "--train_group_size", "4", "--max_length", "64", "--query_max_len", "24", "--learning_rate", "1e-4",
-           "--max_steps", "8", "--logging_steps", "1", "--use_cpu", "true", "--seed", "3", "--warmup_steps", "0",
-           "--save_steps", "100"]
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    torchrun_rerank(29533, "--model_type", "colbert", "--model_name_or_path", "sentence-transformers/all-MiniLM-L6-v2",
+                    "--train_data", str(data), "--output_dir", str(out), "--per_device_train_batch_size", "2",
+                    "--train_group_size", "4", "--max_length", "64", "--query_max_len", "24",
+                    "--learning_rate", "1e-4", "--max_steps", "8")
     assert json.loads((out / "reranker_config.json").read_text())["kind"] == "colbert"
     trained = load_reranker(str(out), show_progress=False)  # kind read from the folder
     assert isinstance(trained, ColBERTReranker)
@@ -120,15 +125,11 @@ def test_llm_reranker_lora_with_distillation_under_torchrun(tmp_path):
 
     data = write_rows(tmp_path / "train.jsonl", n=4)  # rows carry RLGF-style teacher scores
     out = tmp_path / "llm"
-    cmd = [TORCHRUN, "--nproc_per_node", "2", "--master_port", "29535", "-m", "finetune.rerank",
-           "--model_type", "llm", "--model_name_or_path", "HuggingFaceTB/SmolLM2-135M-Instruct",
-           "--train_data", str(data), "--output_dir", str(out), "--per_device_train_batch_size", "1",
-           "--train_group_size", "3", "--max_length", "160", "--learning_rate", "2e-4", "--max_steps", "3",
-           "--logging_steps", "1", "--use_cpu", "true", "--seed", "3", "--warmup_steps", "0", "--save_steps", "100",
-           "--knowledge_distillation", "true", "--task_instruction", "Judge relevance."]
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    proc = torchrun_rerank(29535, "--model_type", "llm", "--model_name_or_path", "HuggingFaceTB/SmolLM2-135M-Instruct",
+                           "--train_data", str(data), "--output_dir", str(out), "--per_device_train_batch_size", "1",
+                           "--train_group_size", "3", "--max_length", "160", "--learning_rate", "2e-4",
+                           "--max_steps", "3", "--knowledge_distillation", "true",
+                           "--task_instruction", "Judge relevance.")
     assert "trained 3 steps" in proc.stdout
     assert (out / "model.safetensors").is_file() and not (out / "adapter_config.json").exists()  # merged
     reranker = load_reranker(str(out), show_progress=False)

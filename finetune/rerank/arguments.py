@@ -31,8 +31,10 @@ class RerankerDataArguments:
 @dataclass
 class RerankerTrainingArguments(TrainingArguments):
     knowledge_distillation: bool = field(default=False, metadata={
-        "help": "add KL(teacher ‖ reranker) over each group, from rows with pos_scores/neg_scores (RLGF output)"})
-    teacher_temperature: float = 1.0
+        "help": "add KL(teacher ‖ reranker) over each group, from rows with pos_scores/neg_scores (RLGF output, "
+                "or rows_from_qrels' base-retriever scores)"})
+    teacher_temperature: float = field(default=1.0, metadata={
+        "help": "softmax temperature of the teacher scores (cosine scores want ~0.05, RLGF scores 1.0)"})
     output_dir: str = field(default="runs/reranker")
     dataloader_drop_last: bool = True
     remove_unused_columns: bool = False

@@ -32,8 +32,6 @@ def parse(argv: Sequence[str]):
         raise UserError("required", field="train_data")
     if model_args.model_type not in ("cross-encoder", "colbert", "llm"):
         raise UserError("must be cross-encoder, colbert or llm", field="model_type")
-    if train_args.knowledge_distillation and model_args.model_type != "llm":
-        raise UserError("distillation is implemented for the llm reranker", field="knowledge_distillation")
     if data_args.train_group_size < 2:
         raise UserError("must be ≥ 2 (a positive and at least one negative)", field="train_group_size")
     return model_args, data_args, train_args, run_args

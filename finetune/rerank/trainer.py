@@ -24,7 +24,14 @@ class RerankerCollator:
         features = dict(self.tokenizer(queries, passages, padding=True, truncation="longest_first",
                                        max_length=self.max_length, return_tensors="pt"))
         features["group_size"] = len(items[0]["passages"])
-        return features
+        return with_teacher(features, items)
+
+
+def with_teacher(features: dict, items: list[dict]) -> dict:
+    """Adds the groups' teacher scores (rows with ``pos_scores``/``neg_scores``) for distillation."""
+    if "teacher" in items[0]:
+        features["teacher"] = torch.tensor([it["teacher"] for it in items], dtype=torch.float32)
+    return features
 
 
 @dataclass
@@ -40,9 +47,7 @@ class LLMRerankCollator:
         pairs = [(it["query"], p) for it in items for p in it["passages"]]
         features = dict(yes_no_inputs(self.tokenizer, pairs, self.task_instruction, self.max_length))
         features["group_size"] = len(items[0]["passages"])
-        if "teacher" in items[0]:
-            features["teacher"] = torch.tensor([it["teacher"] for it in items], dtype=torch.float32)
-        return features
+        return with_teacher(features, items)
 
 
 class RerankerTrainer(Trainer):

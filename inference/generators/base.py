@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import abc
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Sequence
 
 PROMPT_FORMATS = ("chat", "instruction", "raw")

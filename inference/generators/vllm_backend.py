@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-from typing import Sequence
 
 from ..errors import UserError
 from ..resolver import resolve_model_path
