@@ -203,20 +203,17 @@ def load_reranker(model_name_or_path: str, kind: str = "auto", **kwargs):
     config = json.loads(config_file.read_text()) if config_file.is_file() else {}
     if kind == "auto":
         kind = config.get("kind", "cross-encoder")
-    # lengths not given: the ones the reranker was trained with, else the class defaults
-    for name in ("max_length", "query_max_length") if kind == "colbert" else ("max_length",):
-        if kwargs.get(name) is None:
-            kwargs.pop(name, None)
-            if name in config:
-                kwargs[name] = int(config[name])
-    if kind == "colbert":
+    cls = {"colbert": ColBERTReranker, "llm": LLMReranker}.get(kind, CrossEncoderReranker)
+    accepted = {"max_length"} | ({"query_max_length"} if cls is ColBERTReranker else set())
+    for name in ("max_length", "query_max_length"):
+        # not given: the length the reranker was trained with, else the class default
+        value = kwargs.pop(name, None)
+        value = config.get(name) if value is None else value
+        if name in accepted and value is not None:
+            kwargs[name] = int(value)
+    if cls is not LLMReranker:
         kwargs.pop("task_instruction", None)
-        return ColBERTReranker(model_name_or_path, **kwargs)
-    kwargs.pop("query_max_length", None)  # ColBERT's alone
-    if kind == "llm":
-        return LLMReranker(model_name_or_path, **kwargs)
-    kwargs.pop("task_instruction", None)
-    return CrossEncoderReranker(model_name_or_path, **kwargs)
+    return cls(model_name_or_path, **kwargs)
 
 
 def rerank_run(run: dict[str, dict[str, float]], queries: dict[str, str], corpus: dict[str, dict],

@@ -3,7 +3,7 @@
 #   scripts/reranker_table.sh            (DATA=dir OUT=dir MAX_QUERIES=100 TOP_K=20 to change)
 # 1. labelled rows from SciFact *train* qrels (negatives from the bi-encoder's top 30), 25% of the train queries
 #    held out by query;
-# 2. a cross-encoder trained from the bundled MiniLM on them (torchrun, 2 processes, ~21 min);
+# 2. a cross-encoder trained from the bundled MiniLM on them (torchrun, 2 processes, 19 min);
 # 3. the harness on all held-out train queries (cross-encoder vs bi-encoder) and on test (all rerankers).
 set -euo pipefail
 cd "$(dirname "$0")/.."

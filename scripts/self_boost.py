@@ -6,9 +6,10 @@
 Round k reads round k−1's generator and retriever (round 1: the base models). Steps:
 queries (round 1 only; later rounds reuse them) → generator_data (RLRF) → train_generator (DPO + merge) →
 retriever_data → distill (RLGF; left out when the retriever does not distill) → train_retriever → evaluate.
-A step whose ``manifest.json`` says complete is skipped, so a rerun after a crash continues. After each round the held-out pseudo-queries (no human labels)
-decide early stopping. Output: ``runs/<name>/round_<k>/{configs,synthetic,generator,retriever,eval}`` plus
-``report.md``, ``report.json`` and ``ndcg_by_round.png`` in ``runs/<name>``.
+A step whose ``manifest.json`` says complete is skipped, so a rerun after a crash continues. After each round
+the held-out pseudo-queries (no human labels) decide early stopping. Output:
+``runs/<name>/round_<k>/{configs,synthetic,generator,retriever,eval}`` plus ``report.md``, ``report.json`` and
+``ndcg_by_round.png`` in ``runs/<name>``.
 """
 from __future__ import annotations
 
@@ -52,7 +53,8 @@ class SelfBoostConfig:
     early_stopping: bool = True
     min_improvement: float = 0.0
     embedding_cache: str | None = None
-    emit_commands: bool = field(default=False, metadata={"help": "print 'step<TAB>todo|complete<TAB>command' lines and exit"})
+    emit_commands: bool = field(default=False, metadata={
+        "help": "print 'step<TAB>todo|complete<TAB>command' lines and exit"})
     queries: dict = field(default_factory=dict)
     generator_data: dict = field(default_factory=dict)
     train_generator: dict = field(default_factory=dict)

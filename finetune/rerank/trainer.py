@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from transformers import Trainer
 
+from finetune.retriever.data import with_teacher
+
 
 @dataclass
 class RerankerCollator:
@@ -25,13 +27,6 @@ class RerankerCollator:
                                        max_length=self.max_length, return_tensors="pt"))
         features["group_size"] = len(items[0]["passages"])
         return with_teacher(features, items)
-
-
-def with_teacher(features: dict, items: list[dict]) -> dict:
-    """Adds the groups' teacher scores (rows with ``pos_scores``/``neg_scores``) for distillation."""
-    if "teacher" in items[0]:
-        features["teacher"] = torch.tensor([it["teacher"] for it in items], dtype=torch.float32)
-    return features
 
 
 @dataclass

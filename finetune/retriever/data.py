@@ -164,6 +164,11 @@ class RetrieverCollator:
             # Answers are encoded exactly as at inference: PREFIX + answer, on the passage side.
             answers = [augmentation_prefix() + it["answer"] for it in items]
             batch["answers"] = self._tok(self._fmt(answers, self.passage_instruction), self.passage_max_len)
-        if "teacher" in items[0]:
-            batch["teacher"] = torch.tensor([it["teacher"] for it in items], dtype=torch.float32)
-        return batch
+        return with_teacher(batch, items)
+
+
+def with_teacher(features: dict, items: list[dict]) -> dict:
+    """Adds the groups' teacher scores (rows with ``pos_scores``/``neg_scores``) for distillation."""
+    if "teacher" in items[0]:
+        features["teacher"] = torch.tensor([it["teacher"] for it in items], dtype=torch.float32)
+    return features
