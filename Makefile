@@ -6,7 +6,9 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 # The shared SciFact copy when present; otherwise the demo downloads BEIR SciFact once into a cache.
+# DATA=dir TASK=name runs the demo on any BEIR folder (TASK names its prompts, e.g. msmarco).
 DATA ?=
+TASK ?=
 export PYTHONUNBUFFERED := 1
 # pip's extra-index noise ("Location ... is ignored") hides real errors; the filter never masks pip's
 # own exit status (pipefail, and the filter itself always succeeds).
@@ -35,11 +37,11 @@ test-all: $(STAMP)
 	$(PY) -m pytest -q tests
 
 demo: $(STAMP)
-	$(PY) -m scripts.demo $(if $(DATA),--data $(DATA))
+	$(PY) -m scripts.demo $(if $(DATA),--data $(DATA)) $(if $(TASK),--task $(TASK))
 
 # The same round with no time budget and every method on the full test split.
 demo-full: $(STAMP)
-	$(PY) -m scripts.demo --run_config configs/cpu-demo/scifact_full.yaml $(if $(DATA),--data $(DATA))
+	$(PY) -m scripts.demo --run_config configs/cpu-demo/scifact_full.yaml $(if $(DATA),--data $(DATA)) $(if $(TASK),--task $(TASK))
 
 # Retrieve-then-answer over SciFact with citations; the reranker table of the README.
 rag-demo: $(STAMP)

@@ -20,7 +20,7 @@ from typing import Sequence
 import numpy as np
 
 from evaluation.data import load_dataset
-from evaluation.search import encode_corpus_cached
+from evaluation.search import encode_corpus_cached, resolve_embedding_cache
 from inference.embedder import document_text
 from inference.errors import UserError, run_cli
 from inference.prompts import generator_prompt, get_task
@@ -48,7 +48,7 @@ class RetrieverDataArguments(RetrieverArguments, StageArguments):
     num_negatives: int = 15
     filter_data: bool = field(default=False, metadata={"help": "keep only rows whose positive ranks < filter_num"})
     filter_num: int = 20
-    embedding_cache: str | None = field(default=None, metadata={"help": "cache folder for corpus embeddings"})
+    embedding_cache: str | None = field(default=None, metadata={"help": "folder, 'auto' (user cache) or none (default)"})
     max_new_tokens: int = 128
     temperature: float = 0.0
 
@@ -118,7 +118,7 @@ def run(args: RetrieverDataArguments) -> dict:
     generator = build_generator(args)
     retriever = build_retriever(args)
     stage.models = {"generator": generator.describe(), "retriever": retriever.identity}
-    doc_emb = encode_corpus_cached(retriever, texts, args.embedding_cache)
+    doc_emb = encode_corpus_cached(retriever, texts, resolve_embedding_cache(args.embedding_cache))
     depth = min(args.mining_depth, len(doc_ids))
 
     def process(chunk: list[dict], index: int) -> ChunkResult:

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from inference.config import asdict_public
 from inference.errors import UserError
 from inference.generators import Generator, load_generator
+from inference.generators.base import DEFAULT_REPETITION_PENALTY
 from inference.io import atomic_write_json, atomic_write_text, file_sha256, iter_jsonl
 
 logger = logging.getLogger(__name__)
@@ -45,7 +46,8 @@ class GeneratorArguments:
     temperature: float = 0.0
     top_p: float = 1.0
     max_new_tokens: int = 128
-    repetition_penalty: float = field(default=1.1, metadata={"help": "the reference's fixed vLLM value"})
+    repetition_penalty: float = field(default=DEFAULT_REPETITION_PENALTY, metadata={
+        "help": "the reference's fixed vLLM value; evaluation and Reinforced_IR_Model decode with it too"})
     generation_batch_size: int = 32
     generation_cache: str | None = field(default=None, metadata={"help": "openai backend response cache folder"})
     api_key_file: str | None = field(default=None, metadata={"help": "file holding the API key (else OPENAI_API_KEY)",

@@ -7,6 +7,7 @@ Writes JSON (``metrics``, run info, load report, timings) and prints a markdown 
 """
 from __future__ import annotations
 
+import functools
 import logging
 import platform
 import random
@@ -17,12 +18,19 @@ from typing import Sequence
 
 from inference.config import parse_args
 from inference.errors import UserError, run_cli
+from inference.hybrid import DEFAULT_FUSION, DEFAULT_HYBRID_WEIGHT, FUSIONS, HybridCandidates
 from inference.io import atomic_write_json, atomic_write_text
+from inference.search import exact_search, results_to_run
+from inference.sparse import BM25Config
 
 from .baselines import GENERATIVE_METHODS, METHODS, GenerationSettings, encode_queries
-from .data import load_dataset
-from .metrics import evaluate_run
-from .search import encode_corpus_cached, resolve_embedding_cache, search_run
+from .data import RetrievalDataset, load_dataset
+from .metrics import mean_metrics, per_query_metrics
+from .search import bm25_index_cached, encode_corpus_cached, resolve_embedding_cache
+
+# Methods that use BM25: ``bm25`` alone, ``hybrid`` = BM25 fused with the raw dense query (inference.hybrid).
+LEXICAL_METHODS = ("bm25", "hybrid")
+ALL_METHODS = METHODS + LEXICAL_METHODS
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +42,7 @@ class EvaluateArguments:
     retriever: str = field(default="sentence-transformers/all-MiniLM-L6-v2",
                            metadata={"help": "retriever name or path"})
     split: str = "test"
-    method: str = field(default="raw", metadata={"help": "raw | hyde | query2doc | reinforced_ir"})
+    method: str = field(default="raw", metadata={"help": "raw | hyde | query2doc | reinforced_ir | bm25 | hybrid"})
     methods: list[str] | None = field(default=None, metadata={"help": "several methods in one run, comma-separated"})
     generator: str | None = field(default=None, metadata={"help": "generator name or path (generative methods)"})
     generator_backend: str | None = field(default=None, metadata={"help": "hf | openai | vllm"})
@@ -66,14 +74,27 @@ class EvaluateArguments:
     corpus_sample: int | None = field(default=None, metadata={
         "help": "dev speed: keep the judged documents of the evaluated queries plus this many seeded random others "
                 "(scores are then not comparable to full-corpus figures)"})
+    fusion: str = field(default=DEFAULT_FUSION, metadata={"help": "hybrid fusion: minmax | rrf"})
+    fusion_weight: float = field(default=DEFAULT_HYBRID_WEIGHT, metadata={
+        "help": "hybrid: BM25's share (0 = dense ranking, 1 = BM25 ranking)"})
+    hybrid_depth: int = field(default=1000, metadata={"help": "hybrid: candidates taken from each retriever"})
+    bm25_k1: float = 1.2
+    bm25_b: float = 0.75
     seed: int = 0
-    embedding_cache: str | None = field(default="auto", metadata={"help": "folder, 'auto' (user cache) or none"})
+    embedding_cache: str | None = field(default="auto", metadata={
+        "help": "folder, 'auto' (user cache) or none; also holds the BM25 index"})
     generation_cache: str | None = field(default=None, metadata={"help": "openai backend response cache folder"})
 
     def validate(self) -> None:
         for m in self.method_list:
-            if m not in METHODS:
-                raise UserError(f"must be one of {', '.join(METHODS)}, got {m!r}", field="method")
+            if m not in ALL_METHODS:
+                raise UserError(f"must be one of {', '.join(ALL_METHODS)}, got {m!r}", field="method")
+        if self.fusion not in FUSIONS:
+            raise UserError(f"must be one of {', '.join(FUSIONS)}, got {self.fusion!r}", field="fusion")
+        if not 0.0 <= self.fusion_weight <= 1.0:
+            raise UserError("must be in [0, 1]", field="fusion_weight")
+        if self.hybrid_depth < 1:
+            raise UserError("must be ≥ 1", field="hybrid_depth")
         if any(m in GENERATIVE_METHODS for m in self.method_list) and not self.generator:
             raise UserError("generative methods need --generator", field="generator")
         if self.max_queries is not None and self.max_queries < 1:
@@ -117,7 +138,7 @@ def package_versions() -> dict:
     from importlib.metadata import PackageNotFoundError, version
 
     out = {"python": platform.python_version()}
-    for name in ("torch", "transformers", "faiss-cpu", "pytrec-eval-terrier", "numpy"):
+    for name in ("torch", "transformers", "faiss-cpu", "pytrec-eval-terrier", "numpy", "bm25s", "PyStemmer"):
         try:
             out[name] = version(name)
         except PackageNotFoundError:
@@ -125,15 +146,66 @@ def package_versions() -> dict:
     return out
 
 
-def run_evaluation(args: EvaluateArguments) -> dict:
-    from inference import Embedder, load_generator
-    from inference.prompts import get_task
+class Searchers:
+    """The run's embedder, corpus vectors and BM25 index, each built on first use (``--method bm25`` never
+    loads a neural model)."""
 
-    started = time.perf_counter()
-    timings: dict[str, float] = {}
-    t = time.perf_counter()
-    ds = load_dataset(args.dataset, args.split)
-    timings["load"] = time.perf_counter() - t
+    def __init__(self, args: EvaluateArguments, ds: RetrievalDataset):
+        self.args, self.ds = args, ds
+        self.cache = resolve_embedding_cache(args.embedding_cache)
+        self.timings: dict[str, float] = {}
+
+    @functools.cached_property
+    def embedder(self):
+        from inference import Embedder
+
+        a = self.args
+        return Embedder(a.retriever, pooling_method=a.pooling_method, normalize=a.normalize,
+                        query_instruction=a.query_instruction, passage_instruction=a.passage_instruction,
+                        max_length=a.max_length, batch_size=a.batch_size, devices=a.devices)
+
+    @functools.cached_property
+    def doc_emb(self):
+        t = time.perf_counter()
+        emb = encode_corpus_cached(self.embedder, self.ds.corpus, self.cache)
+        self.timings["encode_corpus"] = time.perf_counter() - t
+        return emb
+
+    @functools.cached_property
+    def bm25(self):
+        t = time.perf_counter()
+        index = bm25_index_cached(self.ds.corpus, self.cache, BM25Config(k1=self.args.bm25_k1, b=self.args.bm25_b))
+        self.timings["bm25_index"] = time.perf_counter() - t
+        return index
+
+    def search(self, method: str, queries: list[str], query_ids: list[str], generator, task, settings
+               ) -> tuple[dict, list]:
+        """``(run, generations)`` of one method over the queries."""
+        a = self.args
+        if method == "bm25":
+            scores, ids = self.bm25.search(queries, a.top_k)
+            return results_to_run(scores, ids, query_ids, self.ds.doc_ids), []
+        encoded = encode_queries("raw" if method == "hybrid" else method, queries, self.embedder, generator, task,
+                                 settings, a.augmentation_weight)
+        if method == "hybrid":
+            candidates = HybridCandidates.gather(encoded.embeddings, self.doc_emb, self.bm25, queries, a.hybrid_depth)
+            scores, ids = candidates.fuse(a.fusion_weight, a.fusion, a.top_k)
+        else:
+            scores, ids = exact_search(encoded.embeddings, self.doc_emb, a.top_k)
+        return results_to_run(scores, ids, query_ids, self.ds.doc_ids), encoded.generations
+
+    def describe(self) -> dict:
+        """What was used, for the run record: only the parts that were built."""
+        a = self.args
+        out = {"retriever": self.embedder.identity if "embedder" in self.__dict__ else None}
+        if "bm25" in self.__dict__:
+            out["bm25"] = self.bm25.config.identity
+        if "hybrid" in a.method_list:
+            out["hybrid"] = {"fusion": a.fusion, "weight": a.fusion_weight, "depth": a.hybrid_depth}
+        return out
+
+
+def select_evaluation_queries(args: EvaluateArguments, ds: RetrievalDataset) -> list[str]:
     judged = ds.evaluated_query_ids()
     if args.query_ids_file:
         path = Path(args.query_ids_file)
@@ -143,7 +215,41 @@ def run_evaluation(args: EvaluateArguments) -> dict:
         judged = [q for q in judged if q in wanted]
         if not judged:
             raise UserError(f"none of its {len(wanted)} ids is a judged query of split {args.split!r}", file=path)
-    query_ids = select_queries(judged, args.max_queries, args.seed)
+    return select_queries(judged, args.max_queries, args.seed)
+
+
+def load_run_generator(args: EvaluateArguments):
+    from inference import load_generator
+
+    kwargs = {}
+    if args.generator_backend in (None, "hf"):
+        kwargs["batch_size"] = args.generation_batch_size
+    if args.generator_backend == "openai" and args.generation_cache:
+        kwargs["cache_dir"] = args.generation_cache
+    return load_generator(args.generator, backend=args.generator_backend, **kwargs)
+
+
+def load_run_reranker(args: EvaluateArguments, task_name: str):
+    from inference.prompts import get_task
+    from inference.reranker import load_reranker
+
+    try:  # the LLM reranker's question starts with the task's instruction when the task is known
+        instruction = get_task(task_name).task_instruction
+    except UserError:
+        instruction = ""
+    return load_reranker(args.rerank, args.rerank_type, max_length=args.rerank_max_length,
+                         batch_size=args.rerank_batch_size, task_instruction=instruction)
+
+
+def run_evaluation(args: EvaluateArguments) -> dict:
+    from inference.prompts import get_task
+
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+    t = time.perf_counter()
+    ds = load_dataset(args.dataset, args.split)
+    timings["load"] = time.perf_counter() - t
+    query_ids = select_evaluation_queries(args, ds)
     queries = [ds.queries[q] for q in query_ids]
     if args.corpus_sample is not None:
         ds.corpus = sample_corpus(ds.corpus, ds.qrels, query_ids, args.corpus_sample, args.seed)
@@ -153,66 +259,47 @@ def run_evaluation(args: EvaluateArguments) -> dict:
     # Resolve the prompt task before any model work, so a bad --task fails in a second, not minutes.
     generative = any(m in GENERATIVE_METHODS for m in args.method_list)
     task = get_task(args.task or ds.name) if generative else None
-
-    reranker = None
-    if args.rerank:
-        from inference.reranker import load_reranker
-
-        try:  # the LLM reranker's question starts with the task's instruction when the task is known
-            instruction = get_task(args.task or ds.name).task_instruction
-        except UserError:
-            instruction = ""
-        reranker = load_reranker(args.rerank, args.rerank_type, max_length=args.rerank_max_length,
-                                 batch_size=args.rerank_batch_size, task_instruction=instruction)
-    embedder = Embedder(args.retriever, pooling_method=args.pooling_method, normalize=args.normalize,
-                        query_instruction=args.query_instruction, passage_instruction=args.passage_instruction,
-                        max_length=args.max_length, batch_size=args.batch_size, devices=args.devices)
-    t = time.perf_counter()
-    doc_emb = encode_corpus_cached(embedder, ds.corpus, resolve_embedding_cache(args.embedding_cache))
-    timings["encode_corpus"] = time.perf_counter() - t
-
-    generator = None
-    if generative:
-        kwargs = {}
-        backend = args.generator_backend
-        if backend in (None, "hf"):
-            kwargs["batch_size"] = args.generation_batch_size
-        if backend == "openai" and args.generation_cache:
-            kwargs["cache_dir"] = args.generation_cache
-        generator = load_generator(args.generator, backend=backend, **kwargs)
+    reranker = load_run_reranker(args, args.task or ds.name) if args.rerank else None
+    searchers = Searchers(args, ds)
+    generator = load_run_generator(args) if generative else None
     settings = GenerationSettings(temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens,
                                   num_generations=args.num_generations, seed=args.seed)
 
     results: dict[str, dict] = {}
+    per_query: dict[str, dict[str, float]] = {}
     generations: dict[str, list] = {}
     for method in args.method_list:
         t = time.perf_counter()
-        encoded = encode_queries(method, queries, embedder, generator, task, settings, args.augmentation_weight)
-        run = search_run(encoded.embeddings, query_ids, doc_emb, ds.doc_ids, args.top_k)
-        results[method] = evaluate_run(ds.qrels, run, query_ids)
+        run, generated = searchers.search(method, queries, query_ids, generator, task, settings)
+        scored = per_query_metrics(ds.qrels, run)
+        results[method] = mean_metrics(scored, query_ids)
+        per_query[method] = {q: scored[q]["ndcg@10"] for q in query_ids}
         timings[f"method:{method}"] = time.perf_counter() - t
         if reranker is not None:  # second stage on the raw query text, reported beside the first stage
             from inference.reranker import rerank_run
 
             t = time.perf_counter()
-            reranked = rerank_run(run, dict(zip(query_ids, queries)), ds.corpus, reranker, args.rerank_top_k)
-            results[f"{method}+rerank"] = evaluate_run(ds.qrels, reranked, query_ids)
+            reranked = per_query_metrics(ds.qrels, rerank_run(run, dict(zip(query_ids, queries)), ds.corpus,
+                                                              reranker, args.rerank_top_k))
+            results[f"{method}+rerank"] = mean_metrics(reranked, query_ids)
+            per_query[f"{method}+rerank"] = {q: reranked[q]["ndcg@10"] for q in query_ids}
             timings[f"rerank:{method}"] = time.perf_counter() - t
-        if encoded.generations:
+        if generated:
             generations[method] = [{"query_id": q, "query": text, "generations": g}
-                                   for q, text, g in zip(query_ids, queries, encoded.generations)]
+                                   for q, text, g in zip(query_ids, queries, generated)]
+    timings.update(searchers.timings)
     timings["total"] = time.perf_counter() - started
 
-    primary = args.method_list[0]
     report = {
-        "metrics": results[primary],
+        "metrics": results[args.method_list[0]],
         "methods": results,
+        "per_query_ndcg@10": per_query,
         "run": {
             "dataset": ds.path, "dataset_name": ds.name, "format": ds.format, "split": args.split,
             "documents": len(ds.corpus), "queries_evaluated": len(query_ids),
             "query_subset": None if args.max_queries is None else {"max_queries": args.max_queries, "seed": args.seed},
             "corpus_sample": None if args.corpus_sample is None else {"others": args.corpus_sample, "seed": args.seed},
-            "retriever": embedder.identity, "task": None if task is None else task.name,
+            **searchers.describe(), "task": None if task is None else task.name,
             "generator": None if generator is None else generator.describe(),
             "reranker": None if reranker is None else {**reranker.describe(), "top_k": args.rerank_top_k},
             "generation": None if generator is None else {**asdict(settings), **generator.stats.as_dict()},
@@ -223,22 +310,27 @@ def run_evaluation(args: EvaluateArguments) -> dict:
         "timings_seconds": {k: round(v, 2) for k, v in timings.items()},
     }
     if args.output:
-        atomic_write_json(args.output, report)
-        if generations:
-            import json
-
-            lines = [json.dumps({"method": m, **row}, ensure_ascii=False) for m, rows in generations.items()
-                     for row in rows]
-            atomic_write_text(Path(args.output).with_suffix(".generations.jsonl"), "\n".join(lines) + "\n")
+        write_outputs(args.output, report, generations)
     return report
+
+
+def write_outputs(output: str, report: dict, generations: dict[str, list]) -> None:
+    import json
+
+    atomic_write_json(output, report)
+    if generations:
+        lines = [json.dumps({"method": m, **row}, ensure_ascii=False) for m, rows in generations.items()
+                 for row in rows]
+        atomic_write_text(Path(output).with_suffix(".generations.jsonl"), "\n".join(lines) + "\n")
 
 
 def main(argv: Sequence[str]) -> int:
     args = parse_args(EvaluateArguments, argv, prog="python -m evaluation.evaluate")
     report = run_evaluation(args)
     run = report["run"]
+    retriever = run["retriever"]["model"] if run.get("retriever") else "none (BM25 only)"
     print(f"\n{run['dataset_name']} / {run['split']}: {run['queries_evaluated']} queries, "
-          f"{run['documents']} documents, retriever {run['retriever']['model']}")
+          f"{run['documents']} documents, retriever {retriever}")
     print(format_table(report["methods"]))
     if report["load_report"]["unknown_query_ids"] or report["load_report"]["unknown_doc_ids"]:
         lr = report["load_report"]

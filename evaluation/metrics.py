@@ -54,8 +54,11 @@ def per_query_metrics(qrels: dict[str, dict[str, int]], run: dict[str, dict[str,
 def evaluate_run(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]],
                  query_ids: list[str] | None = None) -> dict[str, float]:
     """Mean metrics over ``query_ids`` (default: every judged query)."""
-    per_query = per_query_metrics(qrels, run)
-    ids = [q for q in (query_ids if query_ids is not None else list(qrels)) if q in per_query]
+    return mean_metrics(per_query_metrics(qrels, run), query_ids)
+
+
+def mean_metrics(per_query: dict[str, dict], query_ids: list[str] | None = None) -> dict[str, float]:
+    ids = [q for q in (query_ids if query_ids is not None else list(per_query)) if q in per_query]
     if not ids:
         return {m: 0.0 for m in METRIC_ORDER}
     return {m: float(np.mean([per_query[q][m] for q in ids])) for m in METRIC_ORDER}

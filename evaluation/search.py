@@ -2,7 +2,8 @@
 
 Cache key = embedder identity (model, pooling, normalisation, max length, instructions) + a hash of the
 corpus texts, so a changed model or corpus can never be served stale vectors. Files are written
-atomically; a free-space check refuses clearly before writing a large matrix.
+atomically; a free-space check refuses clearly before writing a large matrix. BM25 indexes are cached beside
+the vectors (``<cache>/bm25/<key>``), keyed by corpus hash + BM25 settings + bm25s version.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import json
 import logging
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +22,7 @@ from inference.errors import UserError
 from inference.io import atomic_save_npy, atomic_write_json, text_sha256
 from inference.resolver import cache_root
 from inference.search import exact_search, results_to_run
+from inference.sparse import BM25Config, BM25Index
 
 logger = logging.getLogger(__name__)
 
@@ -75,3 +78,33 @@ def search_run(query_emb: np.ndarray, query_ids: list[str], doc_emb: np.ndarray,
                top_k: int) -> dict[str, dict[str, float]]:
     scores, ids = exact_search(query_emb, doc_emb, top_k)
     return results_to_run(scores, ids, query_ids, doc_ids)
+
+
+def bm25_index_cached(corpus: dict[str, dict] | list, cache_dir: str | os.PathLike | None,
+                      config: BM25Config | None = None) -> BM25Index:
+    """The corpus' BM25 index, built once per corpus and settings (a few seconds for 5k documents)."""
+    config = config or BM25Config()
+    docs = list(corpus.values()) if isinstance(corpus, dict) else list(corpus)
+    if cache_dir is None:
+        return BM25Index.build(docs, config)
+    texts = [document_text(d) for d in docs]
+    key = hashlib.sha256((json.dumps(config.identity, sort_keys=True) + text_sha256(texts)).encode()).hexdigest()[:32]
+    path = Path(cache_dir) / "bm25" / key
+    if path.is_dir():
+        try:
+            index = BM25Index.load(path)
+            if index.num_documents == len(texts):
+                logger.info("BM25 index loaded from cache %s", path)
+                return index
+        except (OSError, ValueError, KeyError) as exc:
+            logger.warning("ignoring unreadable BM25 cache %s (%s)", path, exc)
+    index = BM25Index.build(texts, config)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=path.parent))
+    try:  # written whole in a temp folder, then renamed: a reader never sees half an index
+        index.save(tmp)
+        shutil.rmtree(path, ignore_errors=True)
+        os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return index

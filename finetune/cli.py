@@ -51,15 +51,30 @@ def data_files(paths: list[str]) -> list[Path]:
     return out
 
 
-def resume_checkpoint(train_args, auto_resume: bool) -> str | None:
-    """``--resume_from_checkpoint`` if given, else (auto-resume) the newest ``checkpoint-*`` in ``output_dir``."""
-    import logging
+def last_complete_checkpoint(output_dir: str | Path) -> str | None:
+    """The newest ``checkpoint-N`` whose ``trainer_state.json`` is whole. The Trainer writes that file last, so a
+    checkpoint killed mid-save (model written, state not) is passed over, never resumed from."""
+    def complete(path: Path) -> bool:
+        try:
+            json.loads((path / "trainer_state.json").read_text())
+            return True
+        except (OSError, ValueError):
+            return False
 
-    from transformers.trainer_utils import get_last_checkpoint
+    found = [p for p in Path(output_dir).glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
+    for path in sorted(found, key=lambda p: int(p.name.split("-")[-1]), reverse=True):
+        if complete(path):
+            return str(path)
+    return None
+
+
+def resume_checkpoint(train_args, auto_resume: bool) -> str | None:
+    """``--resume_from_checkpoint`` if given, else (auto-resume) the newest complete ``checkpoint-*``."""
+    import logging
 
     resume = train_args.resume_from_checkpoint
     if resume is None and auto_resume and Path(train_args.output_dir).is_dir():
-        resume = get_last_checkpoint(train_args.output_dir)
+        resume = last_complete_checkpoint(train_args.output_dir)
         if resume:
             logging.getLogger(__name__).info("auto-resuming from %s", resume)
     return resume

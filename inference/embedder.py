@@ -10,8 +10,10 @@ reproduce without hand-set options.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,6 +107,28 @@ def document_text(doc: str | dict) -> str:
     return f"{title} {text}" if title else text
 
 
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt")
+
+
+def weights_fingerprint(path: str | os.PathLike) -> str | None:
+    """Cheap content key of a model folder's weight files: name, size, mtime and the safetensors header.
+
+    A retriever retrained into the same folder gets a new key, so caches keyed by it are never stale
+    (the folder's path alone does not change). ``None`` for a hub name that is not a local folder."""
+    local = Path(path)
+    if not local.is_dir():
+        return None
+    digest = hashlib.sha256()
+    for file in sorted(p for p in local.rglob("*") if p.suffix in WEIGHT_SUFFIXES and p.is_file()):
+        stat = file.stat()
+        digest.update(f"{file.relative_to(local)}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+        if file.suffix == ".safetensors":
+            with open(file, "rb") as fh:
+                header_len = int.from_bytes(fh.read(8), "little")
+                digest.update(fh.read(min(header_len, 1 << 24)))
+    return digest.hexdigest()[:16]
+
+
 class Embedder:
     """Encode queries and documents into float32 numpy arrays."""
 
@@ -118,6 +142,7 @@ class Embedder:
         from transformers import AutoModel, AutoTokenizer
 
         self.path = resolve_model_path(config.model_name_or_path)
+        self.weights = weights_fingerprint(self.path)
         local = Path(self.path)
         st_defaults = sentence_transformers_defaults(local) if local.is_dir() else {}
         self.pooling_method = config.pooling_method or st_defaults.get("pooling_method", "cls")
@@ -180,7 +205,7 @@ class Embedder:
     @property
     def identity(self) -> dict:
         """What determines the vectors: used to key embedding caches."""
-        return {"model": self.config.model_name_or_path, "pooling": self.pooling_method,
+        return {"model": self.config.model_name_or_path, "weights": self.weights, "pooling": self.pooling_method,
                 "normalize": bool(self.normalize), "max_length": self.max_length,
                 "query_instruction": self.config.query_instruction,
                 "passage_instruction": self.config.passage_instruction,

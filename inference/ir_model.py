@@ -102,14 +102,20 @@ class Reinforced_IR_Model:  # noqa: N801 - the reference's public name
         return self.retriever.encode(texts, instruction=self.embedder_config.passage_instruction,
                                      desc="encode augmentations")
 
-    def encode_queries(self, queries: Sequence[str], task_instruction: str | None = None,
+    def encode_queries(self, queries: Sequence[str] | str, task_instruction: str | None = None,
                        answer_type: str | None = None, task: str | None = None,
                        augmentations: Sequence[str] | None = None, **generation) -> np.ndarray:
         """Fused ``(1−w)·E_q(q) + w·E(PREFIX + answer)``; plain ``E_q(q)`` without a generator.
 
         ``task`` (e.g. ``"scifact"``) fills ``task_instruction``/``answer_type`` from the prompt data.
-        Pre-computed ``augmentations`` skip generation.
+        Pre-computed ``augmentations`` skip generation. A single string is one query and gives one vector
+        ``[D]`` (as in sentence-transformers). The reference's positional order
+        ``encode_queries(task_instruction, answer_type, queries)`` is recognised (two strings, then a list).
         """
+        if isinstance(queries, str) and isinstance(answer_type, (list, tuple)):
+            queries, task_instruction, answer_type = answer_type, queries, task_instruction
+        if isinstance(queries, str):
+            return self.encode_queries([queries], task_instruction, answer_type, task, augmentations, **generation)[0]
         queries = list(queries)
         query_emb = self.retriever.encode_queries(queries)
         if augmentations is None:
@@ -133,8 +139,12 @@ class Reinforced_IR_Model:  # noqa: N801 - the reference's public name
         return self.retriever.encode(list(texts))
 
     def search(self, queries: Sequence[str], corpus: Sequence[str | dict] | dict, top_k: int = 10,
-               corpus_embeddings: np.ndarray | None = None, **encode_kwargs) -> list[list[tuple[str | int, float]]]:
-        """Top-k ``(doc id or index, score)`` per query; ``corpus`` may be a list or ``{id: doc}``."""
+               corpus_embeddings: np.ndarray | None = None, bm25_weight: float = 0.0, fusion: str = "minmax",
+               bm25_index=None, **encode_kwargs) -> list[list[tuple[str | int, float]]]:
+        """Top-k ``(doc id or index, score)`` per query; ``corpus`` may be a list or ``{id: doc}``.
+
+        ``bm25_weight`` > 0 searches hybrid: BM25 (``bm25_index``, else built from ``corpus``) fused with the
+        (augmented) dense query, BM25 taking that share of the min-max fusion (``inference.hybrid``)."""
         if isinstance(corpus, dict):
             ids, docs = list(corpus.keys()), list(corpus.values())
         else:
@@ -142,5 +152,13 @@ class Reinforced_IR_Model:  # noqa: N801 - the reference's public name
             ids = list(range(len(docs)))
         doc_emb = corpus_embeddings if corpus_embeddings is not None else self.encode_corpus(docs)
         query_emb = self.encode_queries(queries, **encode_kwargs)
-        scores, idx = exact_search(query_emb, doc_emb, top_k)
+        if bm25_weight > 0:
+            from .hybrid import HybridCandidates
+            from .sparse import BM25Index
+
+            bm25 = bm25_index or BM25Index.build(docs)
+            candidates = HybridCandidates.gather(query_emb, doc_emb, bm25, list(queries), depth=max(100, 10 * top_k))
+            scores, idx = candidates.fuse(bm25_weight, fusion, top_k)
+        else:
+            scores, idx = exact_search(query_emb, doc_emb, top_k)
         return [[(ids[j], float(s)) for s, j in zip(srow, irow) if j >= 0] for srow, irow in zip(scores, idx)]

@@ -20,8 +20,12 @@ REQUIRED_TASK_FIELDS = ("task_instruction", "answer_type", "query_type", "passag
 
 
 def prompts_dir() -> Path:
+    """``RIR_PROMPTS_DIR``, else the checkout's ``configs/prompts``, else the copy installed with the package."""
     env = os.environ.get("RIR_PROMPTS_DIR")
-    return Path(env) if env else Path(__file__).resolve().parents[1] / "configs" / "prompts"
+    if env:
+        return Path(env)
+    checkout = Path(__file__).resolve().parents[1] / "configs" / "prompts"
+    return checkout if checkout.is_dir() else Path(__file__).resolve().parent / "prompt_data"
 
 
 OPTIONAL_TASK_FIELDS = ("mission", "stances", "qc_positive", "qc_negative", "simple_mission")

@@ -7,6 +7,11 @@ On the dataset's test qrels (when it has them):
   and optionally the ablations (base retriever + round generator; round retriever + base generator).
 On the held-out pseudo-queries (no human labels needed): nDCG@10 of the base and the round's retriever, raw —
 the signal the driver uses for early stopping.
+
+On the full split also BM25 and the dense + BM25 hybrid (default 0.5 / 0.5 min-max) for both retrievers, and
+the **label-free choice**: the retriever the held-out pseudo-queries prefer, fused with BM25 at the weight the
+pseudo-queries choose (``evaluation.label_free``). Test qrels judge that choice; they never make it. Every
+full-split comparison carries a paired randomisation p-value and a 95% bootstrap interval.
 """
 from __future__ import annotations
 
@@ -17,13 +22,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from evaluation.evaluate import EvaluateArguments, format_table, run_evaluation
-from evaluation.metrics import evaluate_run
-from evaluation.search import encode_corpus_cached, search_run
 from evaluation.data import load_dataset
+from evaluation.evaluate import EvaluateArguments, format_table, run_evaluation
+from evaluation.label_free import PseudoQueries, choose_hybrid_weight
+from evaluation.metrics import evaluate_run
+from evaluation.search import bm25_index_cached, encode_corpus_cached, resolve_embedding_cache, search_run
+from evaluation.stats import PairedComparison, compare
 from inference.config import parse_args
 from inference.errors import UserError, run_cli
 from inference.io import atomic_write_json
+from inference.manifest import changed_inputs
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +57,12 @@ class RoundEvaluationArguments:
     generation_batch_size: int = 32
     temperature: float = 0.0
     heldout_path: str | None = None
+    pseudo_queries_path: str | None = field(default=None, metadata={
+        "help": "training pseudo-queries (default: queries.jsonl beside heldout_path); with the held-out ones they "
+                "choose the hybrid weight on the base retriever, which saw none of them"})
+    hybrid_fusion: str = "minmax"
+    round_trip_depth: int = field(default=20, metadata={
+        "help": "label-free weight choice: score only pseudo-queries whose source the dense top-k holds (0 = all)"})
     baselines: bool = True
     ablations: bool = False
     embedding_cache: str | None = None
@@ -75,67 +89,164 @@ def heldout_ndcg(retriever: str, heldout: Path, dataset_path: str, cache: str | 
     return evaluate_run({r["id"]: {r["doc_id"]: 1} for r in rows}, run)["ndcg@10"]
 
 
+def has_split_qrels(dataset_path: str, split: str) -> bool:
+    return (Path(dataset_path) / "qrels" / f"{split}.tsv").is_file() or \
+        (Path(dataset_path) / f"{split}_qrels.jsonl").is_file()
+
+
+class RoundEvaluation:
+    """The parts of one round's evaluation; each fills ``self.results``."""
+
+    def __init__(self, args: RoundEvaluationArguments):
+        self.args = args
+        self.out = Path(args.output_dir)
+        self.cache = resolve_embedding_cache(args.embedding_cache) if args.embedding_cache else None
+        self.common = dict(dataset=args.dataset_path, split=args.split, task=args.task,
+                           embedding_cache=str(self.cache) if self.cache else "none",
+                           max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed,
+                           generation_batch_size=args.generation_batch_size, generator_backend=args.generator_backend,
+                           fusion=args.hybrid_fusion)
+        self.base_opts = dict(retriever=args.base_retriever, pooling_method=args.base_pooling_method,
+                              normalize=args.base_normalize, query_instruction=args.base_query_instruction)
+        self.results: dict = {"subset": {}, "full": {}, "heldout": {}}
+        self.per_query: dict[str, dict[str, float]] = {}
+
+    def run(self, name: str, **kw) -> dict:
+        return run_evaluation(EvaluateArguments(**{**self.common, **kw}, output=str(self.out / f"{name}.json")))
+
+    def full_split(self) -> None:
+        """Base and round retriever, raw and hybrid (0.5 / 0.5), and BM25, on every judged query."""
+        base = self.run("base_full", **self.base_opts, methods=["raw", "bm25", "hybrid"])
+        rnd = self.run("round_full", retriever=self.args.round_retriever, methods=["raw", "hybrid"])
+        for prefix, report in (("base", base), ("round", rnd)):
+            for method, values in report["methods"].items():
+                name = "bm25" if method == "bm25" else f"{prefix}_{method}"
+                self.results["full"][name] = values
+                self.per_query[name] = report["per_query_ndcg@10"][method]
+
+    def subset(self) -> None:
+        """Generative methods on a seeded subset of test queries, every method on the same queries."""
+        a = self.args
+        if a.baselines:
+            base = self.run("base_subset", **self.base_opts, methods=["raw", "hyde", "query2doc"],
+                            generator=a.base_generator, max_queries=a.max_queries)
+            self.results["subset"].update({"base_raw": base["methods"]["raw"], "hyde": base["methods"]["hyde"],
+                                           "query2doc": base["methods"]["query2doc"]})
+        rnd = self.run("round_subset", retriever=a.round_retriever, methods=["raw", "reinforced_ir"],
+                       generator=a.round_generator, max_queries=a.max_queries)
+        self.results["subset"].update({"round_raw": rnd["methods"]["raw"],
+                                       "round_reinforced_ir": rnd["methods"]["reinforced_ir"]})
+        self.results["subset_queries"] = rnd["run"]["queries_evaluated"]
+        if a.ablations:
+            pairs = {"base_retriever+round_generator": (self.base_opts, a.round_generator),
+                     "round_retriever+base_generator": ({"retriever": a.round_retriever}, a.base_generator),
+                     "base_retriever+base_generator": (self.base_opts, a.base_generator)}
+            for name, (retriever, generator) in pairs.items():
+                report = self.run("ablation_" + name.replace("+", "_"), **retriever, method="reinforced_ir",
+                                  generator=generator, max_queries=a.max_queries)
+                self.results["subset"][name] = report["metrics"]
+
+    def heldout(self) -> None:
+        a = self.args
+        path = Path(a.heldout_path)
+        self.results["heldout"]["base_raw"] = heldout_ndcg(
+            a.base_retriever, path, a.dataset_path, self.cache, pooling_method=a.base_pooling_method,
+            normalize=a.base_normalize, query_instruction=a.base_query_instruction)
+        self.results["heldout"]["round_raw"] = heldout_ndcg(a.round_retriever, path, a.dataset_path, self.cache)
+
+    def input_records(self) -> dict:
+        """What the figures came from, so a retrained round model or new pseudo-queries make them stale."""
+        from inference.embedder import weights_fingerprint
+        from inference.io import file_sha256
+
+        a = self.args
+        records = {name: {"path": path, "weights": weights_fingerprint(path)}
+                   for name, path in (("round_retriever", a.round_retriever), ("round_generator", a.round_generator))
+                   if Path(path).is_dir()}
+        for f in self.pseudo_query_files():
+            records[f.name] = {"path": str(f), "sha256": file_sha256(f)}
+        return records
+
+    def pseudo_query_files(self) -> list[Path]:
+        a = self.args
+        files = [Path(a.pseudo_queries_path)] if a.pseudo_queries_path else \
+            ([Path(a.heldout_path).with_name("queries.jsonl")] if a.heldout_path else [])
+        if a.heldout_path:
+            files.append(Path(a.heldout_path))
+        return [f for f in files if f.is_file()]
+
+    def choose(self) -> dict | None:
+        """The label-free system: retriever by held-out pseudo-queries, hybrid weight by all pseudo-queries on
+        the base retriever (none of them trained it; the weight is a property of the corpus)."""
+        from inference import Embedder
+
+        files = self.pseudo_query_files()
+        if not files:
+            return None
+        a = self.args
+        ds = load_dataset(a.dataset_path, split=None)
+        pseudo = PseudoQueries.load(files, set(ds.corpus))
+        embedder = Embedder(a.base_retriever, show_progress=False, pooling_method=a.base_pooling_method,
+                            normalize=a.base_normalize, query_instruction=a.base_query_instruction)
+        weight = choose_hybrid_weight(embedder.encode_queries(pseudo.texts),
+                                      encode_corpus_cached(embedder, ds.corpus, self.cache),
+                                      bm25_index_cached(ds.corpus, self.cache), pseudo, ds.doc_ids,
+                                      fusion=a.hybrid_fusion, round_trip_depth=a.round_trip_depth)
+        held = self.results["heldout"]
+        use_round = held.get("round_raw") is not None and held["round_raw"] >= (held.get("base_raw") or 0.0)
+        return {"method": "hybrid", "retriever": "round" if use_round else "base",
+                "retriever_path": a.round_retriever if use_round else a.base_retriever,
+                "fusion": a.hybrid_fusion, "weight": weight.weight, "weight_choice": weight.as_dict(),
+                "retriever_choice": {"rule": "round retriever when its held-out pseudo-query nDCG@10 ≥ the base's",
+                                     **{k: v for k, v in held.items()}}}
+
+    def evaluate_choice(self, choice: dict) -> None:
+        opts = {"retriever": self.args.round_retriever} if choice["retriever"] == "round" else self.base_opts
+        report = self.run("label_free_full", **opts, method="hybrid", fusion_weight=choice["weight"])
+        self.results["full"]["label_free"] = report["metrics"]
+        self.per_query["label_free"] = report["per_query_ndcg@10"]["hybrid"]
+        choice["ndcg@10"] = report["metrics"]["ndcg@10"]
+        choice["vs_base"] = compare("label_free", self.per_query["label_free"], "base_raw",
+                                    self.per_query["base_raw"], seed=self.args.seed).as_dict()
+        self.results["label_free_choice"] = choice
+
+    def comparisons(self) -> list[dict]:
+        pairs = [("round_raw", "base_raw"), ("bm25", "base_raw"), ("base_hybrid", "base_raw"),
+                 ("round_hybrid", "base_hybrid"), ("label_free", "base_raw"), ("label_free", "bm25"),
+                 ("label_free", "base_hybrid")]
+        return [compare(a, self.per_query[a], b, self.per_query[b], seed=self.args.seed).as_dict()
+                for a, b in pairs if a in self.per_query and b in self.per_query]
+
+
 def evaluate_round(args: RoundEvaluationArguments) -> dict:
     started = time.perf_counter()
-    out = Path(args.output_dir)
-    cache = args.embedding_cache
-    common = dict(dataset=args.dataset_path, split=args.split, task=args.task, embedding_cache=cache or "none",
-                  max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed,
-                  generation_batch_size=args.generation_batch_size, generator_backend=args.generator_backend)
-    results: dict = {"subset": {}, "full": {}, "heldout": {}}
-    has_qrels = (Path(args.dataset_path) / "qrels" / f"{args.split}.tsv").is_file() or \
-        (Path(args.dataset_path) / f"{args.split}_qrels.jsonl").is_file()
-    if has_qrels:
-        def run(name: str, **kw) -> dict:
-            report = run_evaluation(EvaluateArguments(**{**common, **kw}, output=str(out / f"{name}.json")))
-            return report
-
-        base_opts = dict(retriever=args.base_retriever, pooling_method=args.base_pooling_method,
-                         normalize=args.base_normalize, query_instruction=args.base_query_instruction)
-        if args.baselines:
-            results["full"]["base_raw"] = run("base_full", **base_opts, method="raw")["metrics"]
-            base = run("base_subset", **base_opts, methods=["raw", "hyde", "query2doc"],
-                       generator=args.base_generator, max_queries=args.max_queries)
-            results["subset"].update({"base_raw": base["methods"]["raw"], "hyde": base["methods"]["hyde"],
-                                      "query2doc": base["methods"]["query2doc"]})
-            results["subset_queries"] = base["run"]["queries_evaluated"]
-        results["full"]["round_raw"] = run("round_full", retriever=args.round_retriever, method="raw")["metrics"]
-        rnd = run("round_subset", retriever=args.round_retriever, methods=["raw", "reinforced_ir"],
-                  generator=args.round_generator, max_queries=args.max_queries)
-        results["subset"].update({"round_raw": rnd["methods"]["raw"],
-                                  "round_reinforced_ir": rnd["methods"]["reinforced_ir"]})
-        results["subset_queries"] = rnd["run"]["queries_evaluated"]
-        if args.ablations:
-            gen_only = run("ablation_generator_only", **base_opts, method="reinforced_ir",
-                           generator=args.round_generator, max_queries=args.max_queries)
-            ret_base_gen = run("ablation_base_generator", retriever=args.round_retriever, method="reinforced_ir",
-                               generator=args.base_generator, max_queries=args.max_queries)
-            base_gen = run("ablation_base_pair", **base_opts, method="reinforced_ir",
-                           generator=args.base_generator, max_queries=args.max_queries)
-            results["subset"].update({"base_retriever+round_generator": gen_only["metrics"],
-                                      "round_retriever+base_generator": ret_base_gen["metrics"],
-                                      "base_retriever+base_generator": base_gen["metrics"]})
+    ev = RoundEvaluation(args)
     if args.heldout_path and Path(args.heldout_path).is_file():
-        if args.baselines:
-            results["heldout"]["base_raw"] = heldout_ndcg(
-                args.base_retriever, Path(args.heldout_path), args.dataset_path, cache,
-                pooling_method=args.base_pooling_method, normalize=args.base_normalize,
-                query_instruction=args.base_query_instruction)
-        results["heldout"]["round_raw"] = heldout_ndcg(args.round_retriever, Path(args.heldout_path),
-                                                       args.dataset_path, cache)
+        ev.heldout()
+    if has_split_qrels(args.dataset_path, args.split):
+        ev.full_split()
+        ev.subset()
+        choice = ev.choose()
+        if choice is not None:
+            ev.evaluate_choice(choice)
+        ev.results["comparisons"] = ev.comparisons()
+        ev.results["per_query_full_ndcg@10"] = ev.per_query
+    results = ev.results
     results["subset_definition"] = {"split": args.split, "max_queries": args.max_queries, "seed": args.seed}
     results["wall_seconds"] = round(time.perf_counter() - started, 1)
-    atomic_write_json(out / "results.json", results)
-    atomic_write_json(out / "manifest.json", {"stage": "evaluate_round", "status": "complete",
-                                              "parameters": {k: v for k, v in vars(args).items()},
-                                              "wall_seconds": results["wall_seconds"]})
+    atomic_write_json(ev.out / "results.json", results)
+    atomic_write_json(ev.out / "manifest.json", {"stage": "evaluate_round", "status": "complete",
+                                                 "parameters": {k: v for k, v in vars(args).items()},
+                                                 "inputs": ev.input_records(),
+                                                 "wall_seconds": results["wall_seconds"]})
     return results
 
 
 def main(argv: Sequence[str]) -> int:
     args = parse_args(RoundEvaluationArguments, argv, prog="python -m scripts.evaluate_round")
     manifest = Path(args.output_dir) / "manifest.json"
-    if manifest.is_file() and json.loads(manifest.read_text()).get("parameters") == vars(args):
+    if manifest.is_file() and json.loads(manifest.read_text()).get("parameters") == vars(args) and \
+            not changed_inputs(json.loads(manifest.read_text())):
         logger.info("round evaluation already complete in %s", args.output_dir)
         results = json.loads((Path(args.output_dir) / "results.json").read_text())
     else:
@@ -149,6 +260,12 @@ def main(argv: Sequence[str]) -> int:
     if results["heldout"]:
         print("\nheld-out pseudo-queries, nDCG@10: " + ", ".join(
             f"{k} {v:.4f}" for k, v in results["heldout"].items() if v is not None))
+    choice = results.get("label_free_choice")
+    if choice:
+        print(f"\nlabel-free choice: {choice['retriever']} retriever + BM25, {choice['fusion']} weight "
+              f"{choice['weight']:g} (pseudo-query nDCG@10 by weight: {choice['weight_choice']['ndcg_at_10']})")
+    for c in results.get("comparisons", []):
+        print(PairedComparison(**c).summary())
     return 0
 
 

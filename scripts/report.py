@@ -5,7 +5,9 @@
 ``report.json`` keys: ``before.ndcg@10`` (base retriever, raw), ``after.ndcg@10`` (last round's retriever with its
 generator's augmentation), ``hyde.ndcg@10`` and ``query2doc.ndcg@10`` (base generator) — all four on the same
 seeded subset of test queries, named in ``query_set`` — plus full-split figures, per-round results, ``timings``
-(seconds and peak memory per step) and ``sizes`` (rows produced by each stage).
+(seconds and peak memory per step) and ``sizes`` (rows produced by each stage). From the last round, on the full
+split: ``bm25``, ``hybrid`` (base and round retriever, 0.5 / 0.5), ``label_free_choice`` (method, settings,
+nDCG@10, paired p-value against the base retriever) and ``comparisons`` (each with p-value and 95% interval).
 """
 from __future__ import annotations
 
@@ -35,6 +37,9 @@ def _sizes(run_dir: Path, k: int) -> dict:
             sizes[name] = {"items": m["counts"].get("items"), "kept": m["counts"].get("kept"),
                            "dropped": m["counts"].get("dropped"), **({"heldout": m["heldout"]["rows"]}
                                                                       if "heldout" in m else {})}
+            if name == "distill":  # how many of the generator's listwise rankings parsed (ok / partial / fallback)
+                sizes[name]["rankings"] = {k.removeprefix("ranking_"): v for k, v in m["counts"].get("notes", {}).items()
+                                           if k.startswith("ranking_")}
     for name, rel in (("train_generator", "generator"), ("train_retriever", "retriever")):
         path = run_dir / f"round_{k}" / rel / "manifest.json"
         if path.is_file():
@@ -62,6 +67,11 @@ def write_report(run_dir: str | Path) -> str:
         "query_set": {**last.get("subset_definition", {}), "queries": last.get("subset_queries")},
         "full_split": {"before": {"ndcg@10": pick(first.get("full", {}), "base_raw")},
                        "after_retriever_only": {"ndcg@10": pick(last.get("full", {}), "round_raw")}},
+        "bm25": {"ndcg@10": pick(last.get("full", {}), "bm25")},
+        "hybrid": {"fusion": "minmax", "weight": 0.5, "base": {"ndcg@10": pick(last.get("full", {}), "base_hybrid")},
+                   "round": {"ndcg@10": pick(last.get("full", {}), "round_hybrid")}},
+        "label_free_choice": _choice_summary(last.get("label_free_choice")),
+        "comparisons": last.get("comparisons", []),
         "heldout_pseudo_queries": {"base": first.get("heldout", {}).get("base_raw"),
                                    **{f"round_{k}": per_round[k].get("heldout", {}).get("round_raw") for k in rounds}},
         "rounds": {f"round_{k}": per_round[k] for k in rounds},
@@ -75,6 +85,36 @@ def write_report(run_dir: str | Path) -> str:
     md = _markdown(report, per_round, rounds)
     atomic_write_text(run_dir / "report.md", md)
     return md
+
+
+def _choice_summary(choice: dict | None) -> dict | None:
+    if not choice:
+        return None
+    vs = choice["vs_base"]
+    return {"method": choice["method"], "retriever": choice["retriever"], "retriever_path": choice["retriever_path"],
+            "fusion": choice["fusion"], "weight": choice["weight"], "ndcg@10": choice["ndcg@10"],
+            "p_value_vs_base": vs["p_value"], "delta_vs_base": vs["delta"], "delta_ci95_vs_base": vs["delta_ci95"],
+            "evidence": {"weight": choice["weight_choice"], "retriever": choice["retriever_choice"]}}
+
+
+def _full_split_lines(report: dict, split: str) -> list[str]:
+    if not report["comparisons"]:
+        return []
+    lines = ["", f"## Full {split} split, with statistics", "",
+             "| comparison (a vs b) | a | b | Δ points | 95% CI | paired p |", "|---|---:|---:|---:|---|---:|"]
+    for c in report["comparisons"]:
+        lo, hi = c["delta_ci95"]
+        lines.append(f"| {c['a']} vs {c['b']} | {c['mean_a']:.4f} | {c['mean_b']:.4f} | {100 * c['delta']:+.2f} | "
+                     f"[{100 * lo:+.2f}, {100 * hi:+.2f}] | {c['p_value']:.3g} |")
+    choice = report["label_free_choice"]
+    if choice:
+        ev = choice["evidence"]["weight"]
+        lines += ["", f"Label-free choice: **{choice['retriever']} retriever + BM25**, {choice['fusion']} BM25 weight "
+                  f"{choice['weight']:g} → nDCG@10 {choice['ndcg@10']:.4f} (paired p = {choice['p_value_vs_base']:.3g} "
+                  "against the base retriever). Chosen on pseudo-queries, no test label: nDCG@10 by weight "
+                  + ", ".join(f"{w} {v:.4f}" for w, v in ev["ndcg_at_10"].items())
+                  + f" over {ev['pseudo_queries']} of {ev['pseudo_queries_total']} pseudo-queries; rule: {ev['rule']}."]
+    return lines
 
 
 def _fmt(v) -> str:
@@ -100,7 +140,8 @@ def _markdown(report: dict, per_round: dict, rounds: list[int]) -> str:
     lines += ["", f"Full {q.get('split')} split, no generation: base {_fmt(fs['before']['ndcg@10'])} → "
               f"round {rounds[-1]} retriever {_fmt(fs['after_retriever_only']['ndcg@10'])}.", "",
               "Held-out pseudo-queries (label-free early-stopping signal), nDCG@10: " + ", ".join(
-                  f"{k} {_fmt(v)}" for k, v in report["heldout_pseudo_queries"].items()), "",
+                  f"{k} {_fmt(v)}" for k, v in report["heldout_pseudo_queries"].items()),
+              *_full_split_lines(report, q.get("split")), "",
               "## Timings", "", "| step | seconds | peak RSS so far (MiB) |", "|---|---:|---:|"]
     for step, t in report["timings"].items():
         lines.append(f"| {step} | {t['seconds']:.0f} | {t.get('peak_rss_mib_so_far', '')} |")

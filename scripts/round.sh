@@ -2,7 +2,8 @@
 # One self-boost round, exactly as a user runs it: each step is printed as a command line, then run.
 #   scripts/round.sh DATASET ROUND CONFIG_PROFILE      e.g.  scripts/round.sh scifact 1 cpu-demo
 # Reads configs/<PROFILE>/<DATASET>.yaml; stops at the first failing step and names it. Rerunning continues:
-# steps whose manifest.json says complete are shown and skipped (the stage commands would skip them too).
+# steps whose manifest.json says complete, with today's parameters and inputs, are shown and skipped; a finished
+# step whose parameters or inputs changed stops the script, naming them.
 set -euo pipefail
 if [ $# -ne 3 ]; then
   echo "usage: $0 DATASET ROUND CONFIG_PROFILE" >&2
@@ -24,6 +25,11 @@ for line in "${STEPS[@]}"; do
   if [ "$status" = complete ]; then
     echo "+ [$step] complete, skipped: $cmd"
     continue
+  fi
+  if [ "${status%% *}" = changed ]; then
+    echo "round.sh: step '$step' finished with other parameters or inputs than now ${status#changed }; redo it" \
+         "with: $PY -m scripts.self_boost --config $CONFIG --round $ROUND --overwrite true" >&2
+    exit 1
   fi
   echo "+ [$step] $cmd"
   if ! eval "$cmd"; then

@@ -6,7 +6,9 @@
 Round k reads round k−1's generator and retriever (round 1: the base models). Steps:
 queries (round 1 only; later rounds reuse them) → generator_data (RLRF) → train_generator (DPO + merge) →
 retriever_data → distill (RLGF; left out when the retriever does not distill) → train_retriever → evaluate.
-A step whose ``manifest.json`` says complete is skipped, so a rerun after a crash continues. After each round
+A step whose ``manifest.json`` says complete *with the parameters of its config now and inputs whose hashes still
+match* is skipped, so a rerun after a crash continues; a finished step whose parameters or inputs changed is
+refused, naming what changed, and redone from scratch with ``--overwrite``. After each round
 the held-out pseudo-queries (no human labels) decide early stopping. Output:
 ``runs/<name>/round_<k>/{configs,synthetic,generator,retriever,eval}`` plus ``report.md``, ``report.json`` and
 ``ndcg_by_round.png`` in ``runs/<name>``.
@@ -18,6 +20,7 @@ import logging
 import os
 import resource
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -30,6 +33,7 @@ import yaml
 from inference.config import parse_args
 from inference.errors import UserError, run_cli
 from inference.io import atomic_write_json, atomic_write_text
+from inference.manifest import changed_inputs
 
 logger = logging.getLogger(__name__)
 STEPS = ("queries", "generator_data", "train_generator", "retriever_data", "distill", "train_retriever", "evaluate")
@@ -53,6 +57,8 @@ class SelfBoostConfig:
     early_stopping: bool = True
     min_improvement: float = 0.0
     embedding_cache: str | None = None
+    overwrite: bool = field(default=False, metadata={
+        "help": "redo finished steps whose parameters or inputs changed (their output folders are deleted)"})
     emit_commands: bool = field(default=False, metadata={
         "help": "print 'step<TAB>todo|complete<TAB>command' lines and exit"})
     queries: dict = field(default_factory=dict)
@@ -181,22 +187,49 @@ def torch_cuda_available() -> bool:
         return False
 
 
-def step_complete(out: Path) -> bool:
-    manifest = out / "manifest.json"
-    if not manifest.is_file():
-        return False
+TRAINING_PARAMETER_GROUPS = ("model", "data", "training")  # the trainers' manifests group their parameters
+
+
+def _normalised(value):
+    return json.loads(json.dumps(value, sort_keys=True, default=str))
+
+
+def step_state(out: Path, config_path: Path) -> tuple[str, list[str]]:
+    """``("todo" | "complete" | "changed", what changed)`` of a step, from its manifest and its config now."""
+    manifest_path = out / "manifest.json"
     try:
-        return json.loads(manifest.read_text()).get("status") == "complete"
+        manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
     except json.JSONDecodeError:
-        return False
+        manifest = {}
+    if manifest.get("status") != "complete":
+        return "todo", []
+    recorded: dict = {}
+    for key, value in (manifest.get("parameters") or {}).items():
+        recorded.update(value if key in TRAINING_PARAMETER_GROUPS and isinstance(value, dict) else {key: value})
+    config = yaml.safe_load(config_path.read_text()) or {}
+    changed = sorted(k for k, v in config.items() if k in recorded and _normalised(recorded[k]) != _normalised(v))
+    changed += [f"input {p}" for p in changed_inputs(manifest)]
+    return ("changed" if changed else "complete"), changed
 
 
 def run_round(cfg: SelfBoostConfig, k: int, timings: dict) -> None:
+    upstream_redone = None
     for step, out, cmd in step_plan(cfg, k):
         key = f"round_{k}/{step}"
-        if step_complete(out):
+        state, changed = step_state(out, round_dir(cfg, k) / "configs" / f"{step}.yaml")
+        if state == "complete" and upstream_redone:
+            state, changed = "changed", [f"its input step '{upstream_redone}' was redone"]
+        if state == "complete":
             print(f"[round {k}] {step}: complete, skipped ({out})", flush=True)
             continue
+        if state == "changed":
+            if not cfg.overwrite:
+                raise UserError(f"round {k}, step '{step}' finished with other parameters or inputs than now "
+                                f"({', '.join(changed)}); rerun with --overwrite true to redo it and the steps after "
+                                "it", field=step)
+            print(f"[round {k}] {step}: changed ({', '.join(changed)}), redone from scratch", flush=True)
+            shutil.rmtree(out)
+        upstream_redone = upstream_redone or step
         print(f"[round {k}] {step}: + {shlex.join(cmd)}", flush=True)
         start = time.perf_counter()
         proc = subprocess.run(cmd, env={**os.environ, "PYTHONUNBUFFERED": "1"})
@@ -222,7 +255,9 @@ def main(argv: Sequence[str]) -> int:
     if cfg.emit_commands:
         for k in rounds:
             for step, out, cmd in step_plan(cfg, k):
-                print(f"{step}\t{'complete' if step_complete(out) else 'todo'}\t{shlex.join(cmd)}")
+                state, changed = step_state(out, round_dir(cfg, k) / "configs" / f"{step}.yaml")
+                detail = f" ({', '.join(changed)})" if changed else ""
+                print(f"{step}\t{state}{detail}\t{shlex.join(cmd)}")
         return 0
     cfg.run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(cfg.run_dir / "config.yaml", yaml.safe_dump(

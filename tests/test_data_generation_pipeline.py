@@ -90,6 +90,13 @@ def test_outputs_have_the_documented_schemas(pipeline, slice_dir):
         assert sorted(scores, reverse=True) == [1 / (k + 1) for k in range(len(scores))]
         assert d["neg_scores"] == sorted(d["neg_scores"], reverse=True)
         assert d["ranking_status"] in {"ok", "partial", "fallback"}
+        if d["ranking_status"] == "fallback":  # nothing parsed: the mining order stands, with no reordering
+            assert d["neg"] == r["neg"][:len(d["neg"])]
+        assert d["ranking"] and sorted(d["ranking"]) == list(range(len(d["ranking"])))
+    statuses = [d["ranking_status"] for d in distill]
+    notes = json.loads((pipeline / "distill" / "manifest.json").read_text())["counts"]["notes"]
+    assert {k: notes.get(f"ranking_{k}", 0) for k in ("ok", "partial", "fallback")} == \
+        {k: statuses.count(k) for k in ("ok", "partial", "fallback")}
 
 
 def test_manifests_record_inputs_models_counts(pipeline):

@@ -92,3 +92,29 @@ def test_missing_model_path_is_a_user_error(tmp_path):
 def test_bad_pooling_is_a_user_error():
     with pytest.raises(UserError):
         Embedder("sentence-transformers/all-MiniLM-L6-v2", pooling_method="max")
+
+
+def test_retraining_into_the_same_folder_never_serves_stale_cached_vectors(minilm, tmp_path):
+    """The embedding cache is keyed by the weights' content fingerprint, not the folder path (a round's
+    retriever retrained into the same folder used to get the old vectors)."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from conftest import TINY_CORPUS
+    from evaluation.search import encode_corpus_cached
+
+    folder = tmp_path / "retriever"
+    shutil.copytree(minilm.path, folder)
+    cache = tmp_path / "cache"
+    before = encode_corpus_cached(Embedder(str(folder), show_progress=False), TINY_CORPUS, cache)
+    weights = folder / "model.safetensors"
+    tensors = load_file(weights)
+    name = next(k for k in tensors if "word_embeddings" in k)
+    tensors[name] = tensors[name] * 1.5 + 0.01          # "retrained": other weights, same path
+    save_file(tensors, weights, metadata={"format": "pt"})
+    after = encode_corpus_cached(Embedder(str(folder), show_progress=False), TINY_CORPUS, cache)
+    assert len(list(cache.glob("*.npy"))) == 2
+    assert not np.allclose(before, after, atol=1e-4)
+    fresh = Embedder(str(folder), show_progress=False).encode_corpus(TINY_CORPUS)
+    np.testing.assert_allclose(after, fresh, atol=1e-5)

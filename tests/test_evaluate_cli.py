@@ -62,12 +62,19 @@ def test_reinforced_ir_model_fuses_query_and_augmentation(minilm, smollm2):
     hits = model.search(queries, {"a": "Insulin is a hormone that lowers blood sugar.",
                                   "b": "Lava flows from erupting volcanoes."}, top_k=2, task="scifact")
     assert [h[0][0] for h in hits] == ["a", "b"]
+    # The reference's positional order (task_instruction, answer_type, queries) gives the same vectors.
+    reference_order = model.encode_queries(task.task_instruction, task.answer_type, queries)
+    np.testing.assert_allclose(reference_order, fused, atol=1e-5)
 
 
 def test_reinforced_ir_model_without_generator_is_the_plain_retriever(minilm):
     model = Reinforced_IR_Model(MINILM, retriever=minilm)
     q = ["what lowers blood sugar"]
     np.testing.assert_allclose(model.encode_queries(q), minilm.encode_queries(q))
+    # A string is one query (one vector, as in sentence-transformers), never a list of characters.
+    one = model.encode_queries(q[0])
+    assert one.shape == (minilm.dim,)
+    np.testing.assert_allclose(one, minilm.encode_queries(q)[0], atol=1e-6)
 
 
 @pytest.mark.slow
@@ -78,3 +85,19 @@ def test_minilm_reproduces_the_published_scifact_figure(tmp_path):
                       "--method", "raw", "--output", str(out), timeout=1800)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(out.read_text())["metrics"]["ndcg@10"] == pytest.approx(0.6451, abs=0.002)
+
+
+def test_one_decoding_setting_for_the_stages_evaluation_and_the_model(tiny_beir, tmp_path):
+    """The loops train on generations made with the stages' repetition penalty; evaluation and
+    Reinforced_IR_Model decode with the same one unless told otherwise (they used to load at 1.0)."""
+    from data_generation.stage import GeneratorArguments
+
+    stage_default = GeneratorArguments().repetition_penalty
+    model = Reinforced_IR_Model(MINILM, generator_model_name_or_path=SMOLLM2, generator_backend="hf")
+    assert model.generator.describe()["repetition_penalty"] == stage_default
+    out = tmp_path / "gen.json"
+    proc = run_module("evaluation.evaluate", "--dataset", str(tiny_beir), "--task", "scifact", "--method", "hyde",
+                      "--generator", SMOLLM2, "--generator_backend", "hf", "--max_new_tokens", "8",
+                      "--max_queries", "1", "--embedding_cache", "none", "--output", str(out))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(out.read_text())["run"]["generator"]["repetition_penalty"] == stage_default

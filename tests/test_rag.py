@@ -25,6 +25,24 @@ def test_langchain_retriever_returns_documents_in_score_order(minilm):
     np.testing.assert_allclose([s for _, s in exact], [d.metadata["score"] for d in docs], atol=1e-5)
 
 
+def test_hybrid_search_in_the_model_and_the_langchain_retriever(minilm):
+    """BM25 weight 1 gives BM25's order, 0.5 a fusion of both, through both public entry points alike."""
+    from inference import Reinforced_IR_Model
+    from inference.rag import CorpusIndex, ReinforcedIRRetriever
+    from inference.sparse import BM25Index
+
+    corpus = {d["_id"]: {"title": d["title"], "text": d["text"]} for d in TINY_CORPUS}
+    model = Reinforced_IR_Model("sentence-transformers/all-MiniLM-L6-v2", retriever=minilm)
+    query = "carbon dioxide sugars glucose"      # lexically d6 / d1 / d3; the dense model reads it otherwise
+    _, bm25_ids = BM25Index.build(list(corpus.values())).search([query], 3)
+    lexical = [list(corpus)[i] for i in bm25_ids[0] if i >= 0]
+    assert [d for d, _ in model.search([query], corpus, top_k=3, bm25_weight=1.0)[0]] == lexical[:3]
+    hybrid = [d for d, _ in model.search([query], corpus, top_k=3, bm25_weight=0.5)[0]]
+    index = CorpusIndex.build(model, corpus, bm25_weight=0.5)
+    docs = ReinforcedIRRetriever(model=model, index=index, k=3).invoke(query)
+    assert [d.metadata["id"] for d in docs] == hybrid
+
+
 def test_rag_demo_answers_and_cites(tiny_beir, tmp_path):
     out = tmp_path / "answer.json"
     proc = run_module("scripts.rag_demo", "--dataset", str(tiny_beir), "--question",

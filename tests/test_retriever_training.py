@@ -24,8 +24,9 @@ def write_rows(path: Path, n: int = 8) -> Path:
     for k in range(n):
         i = k % len(docs)
         negs = [docs[(i + j) % len(docs)] for j in (1, 2, 3)]
+        # teacher scores deliberately not in list order, so the trainer's re-ordering by teacher runs
         rows.append({"query": queries[i], "pos": [docs[i]], "neg": negs, "pos_scores": [1.0],
-                     "neg_scores": [0.5, 1 / 3, 0.25], "answer": f"An answer about {queries[i]}"})
+                     "neg_scores": [0.25, 0.5, 1 / 3], "answer": f"An answer about {queries[i]}"})
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
 
@@ -72,6 +73,26 @@ def test_torchrun_two_processes_cross_device_kd(tmp_path):
     assert not np.allclose(base, st, atol=1e-4)  # it did train
 
 
+def test_distillation_groups_are_ordered_by_teacher_score_with_their_scores():
+    """Plackett-Luce KD reads the group order: negatives must come sorted by teacher score, each with its own."""
+    from finetune.retriever.data import RetrieverTrainDataset
+
+    row = {"query": "q", "pos": ["P"], "neg": ["low", "high", "mid", "lowest"], "pos_scores": [1.0],
+           "neg_scores": [0.2, 0.9, 0.5, 0.1]}
+    data = RetrieverTrainDataset([[row]], group_size=5, global_batch_size=1, seed=0,
+                                 same_dataset_within_batch=False, use_teacher=True)
+    item = data[0]
+    assert item["passages"] == ["P", "high", "mid", "low", "lowest"]
+    assert item["teacher"] == [1.0, 0.9, 0.5, 0.2, 0.1]
+
+
+def state_is_whole(checkpoint: Path) -> bool:
+    try:
+        return json.loads((checkpoint / "trainer_state.json").read_text())["global_step"] > 0
+    except (OSError, ValueError, KeyError):
+        return False
+
+
 def test_interrupted_training_resumes_to_the_same_final_step(tmp_path):
     data = write_rows(tmp_path / "train.jsonl")
     out = tmp_path / "model"
@@ -79,19 +100,23 @@ def test_interrupted_training_resumes_to_the_same_final_step(tmp_path):
             "--save_steps", "2"]
     proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 600
-    while not (out / "checkpoint-2" / "trainer_state.json").exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.1)
-    time.sleep(0.5)  # let the checkpoint finish writing its last file
-    proc.send_signal(signal.SIGKILL)
+    while not state_is_whole(out / "checkpoint-2") and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)    # the Trainer writes trainer_state.json last: checkpoint-2 is complete
     proc.wait()
-    assert (out / "checkpoint-2").is_dir() and not (out / "manifest.json").exists()
-    # A half-written newer checkpoint (killed mid-save) must not be picked up.
-    for partial in out.glob("checkpoint-*"):
-        if not (partial / "trainer_state.json").exists():
-            shutil.rmtree(partial)
+    assert state_is_whole(out / "checkpoint-2") and not (out / "manifest.json").exists()
+    # A newer checkpoint killed mid-save: weights half written, no trainer_state.json. It must be passed over.
+    for stale in out.glob("checkpoint-*"):
+        if stale.name != "checkpoint-2":
+            shutil.rmtree(stale)
+    partial = out / "checkpoint-4"
+    shutil.copytree(out / "checkpoint-2", partial)
+    (partial / "trainer_state.json").unlink()
+    weights = partial / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
     rerun = run_module("finetune.retriever.train", *common_args(data, out), "--max_steps", "6", "--save_steps", "2")
     assert rerun.returncode == 0, rerun.stderr[-4000:]
-    assert "auto-resuming from" in rerun.stderr and "trained 6 steps" in rerun.stdout
+    assert f"auto-resuming from {out / 'checkpoint-2'}" in rerun.stderr and "trained 6 steps" in rerun.stdout
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["counts"]["steps"] == 6
 

@@ -113,9 +113,47 @@ def test_report(run):
     assert set(report["timings"]) >= {f"round_1/{s}" for s in ("queries", "train_generator", "train_retriever",
                                                                 "evaluate")}
     assert report["sizes"]["round_1"]["queries"]["heldout"] >= 1
+    distill = json.loads((run["run_dir"] / "round_1" / "synthetic" / "distill" / "manifest.json").read_text())
+    rankings = report["sizes"]["round_1"]["distill"]["rankings"]       # RLGF parse outcomes reach the report
+    assert set(rankings) <= {"ok", "partial", "fallback"} and sum(rankings.values()) == distill["counts"]["items"]
     assert report["heldout_pseudo_queries"]["round_1"] is not None
     md = (run["run_dir"] / "report.md").read_text()
     assert "**after**" in md and "HyDE" in md and "## Timings" in md
+    assert "with statistics" in md and "Label-free choice" in md
+
+
+def test_report_full_split_rows_match_the_rounds_own_files(run, slice_with_qrels):
+    """BM25, hybrid and the label-free choice in report.json are the figures of the round's evaluation files,
+    and every comparison's mean is the mean of the per-query values it was tested on."""
+    report = json.loads((run["run_dir"] / "report.json").read_text())
+    ev = run["run_dir"] / "round_1" / "eval"
+    base_full = json.loads((ev / "base_full.json").read_text())
+    round_full = json.loads((ev / "round_full.json").read_text())
+    judged = {line.split("\t")[0] for line in (slice_with_qrels / "qrels" / "test.tsv").read_text().splitlines()[1:]}
+    n = len(judged)
+    assert base_full["run"]["queries_evaluated"] == n and base_full["run"]["query_subset"] is None
+    assert report["bm25"]["ndcg@10"] == base_full["methods"]["bm25"]["ndcg@10"]
+    assert report["hybrid"]["base"]["ndcg@10"] == base_full["methods"]["hybrid"]["ndcg@10"]
+    assert report["hybrid"]["round"]["ndcg@10"] == round_full["methods"]["hybrid"]["ndcg@10"]
+    assert report["full_split"]["before"]["ndcg@10"] == base_full["methods"]["raw"]["ndcg@10"]
+    choice = report["label_free_choice"]
+    chosen = json.loads((ev / "label_free_full.json").read_text())
+    assert choice["ndcg@10"] == chosen["methods"]["hybrid"]["ndcg@10"]
+    assert chosen["run"]["hybrid"]["weight"] == choice["weight"] and choice["method"] == "hybrid"
+    assert chosen["run"]["retriever"]["model"] == choice["retriever_path"]
+    evidence = choice["evidence"]["weight"]
+    assert choice["weight"] in [float(w) for w in evidence["ndcg_at_10"]]
+    assert evidence["ndcg_at_10"][f"{choice['weight']:g}"] == max(evidence["ndcg_at_10"].values())
+    assert 1 <= evidence["pseudo_queries"] <= evidence["pseudo_queries_total"] <= 8
+    per_query = json.loads((ev / "results.json").read_text())["per_query_full_ndcg@10"]
+    pairs = {(c["a"], c["b"]): c for c in report["comparisons"]}
+    assert {("round_raw", "base_raw"), ("bm25", "base_raw"), ("label_free", "base_raw"),
+            ("label_free", "base_hybrid")} <= set(pairs)
+    for (a, b), c in pairs.items():
+        assert c["queries"] == n and 0 < c["p_value"] <= 1
+        assert c["mean_a"] == pytest.approx(sum(per_query[a].values()) / n)
+        assert c["delta_ci95"][0] <= c["delta"] <= c["delta_ci95"][1]
+    assert choice["p_value_vs_base"] == pairs[("label_free", "base_raw")]["p_value"]
     png = (run["run_dir"] / "ndcg_by_round.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -131,6 +169,32 @@ def test_rerun_skips_finished_steps_and_round_sh(run):
     assert sh.returncode == 0, sh.stdout[-2000:] + sh.stderr[-2000:]
     assert sh.stdout.count("+ [") == 7 and "round 1 of scifact (tiny-profile) done" in sh.stdout
     assert sh.stdout.count("complete, skipped: ") == 7  # finished steps are not even started again
+
+
+def test_a_finished_step_with_other_parameters_or_inputs_is_refused_not_reported(run, tmp_path):
+    """Edit the profile after a finished run: the driver names what changed and refuses (the report would show
+    the old run otherwise); round.sh's plan says the same. A changed input file is caught by its hash."""
+    config = yaml.safe_load(run["config"].read_text())
+    config["train_retriever"] = {**config["train_retriever"], "learning_rate": 3.0e-5}
+    edited = tmp_path / "scifact.yaml"
+    edited.write_text(yaml.safe_dump(config))
+    proc = run_module("scripts.self_boost", "--config", str(edited), timeout=600)
+    assert proc.returncode == 2 and "step 'train_retriever'" in proc.stderr and "learning_rate" in proc.stderr
+    assert "--overwrite true" in proc.stderr and proc.stdout.count("complete, skipped") == 5
+    plan = run_module("scripts.self_boost", "--config", str(edited), "--round", "1", "--emit_commands").stdout
+    assert "train_retriever\tchanged (learning_rate)\t" in plan
+    # an input changed behind the driver's back: the rows the retriever trained on
+    rows = run["run_dir"] / "round_1" / "synthetic" / "distill" / "train_distill.jsonl"
+    original = rows.read_bytes()
+    try:
+        rows.write_bytes(original + b"\n")
+        plan = run_module("scripts.self_boost", "--config", str(run["config"]), "--round", "1",
+                          "--emit_commands").stdout
+        assert f"train_retriever\tchanged (input {rows})" in plan
+    finally:
+        rows.write_bytes(original)
+    plan = run_module("scripts.self_boost", "--config", str(run["config"]), "--round", "1", "--emit_commands").stdout
+    assert plan.count("\tcomplete\t") == 7      # restored: the original profile's run is complete again
 
 
 def test_round_sh_names_the_failing_step(run, tmp_path):

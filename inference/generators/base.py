@@ -10,6 +10,9 @@ PROMPT_FORMATS = ("chat", "instruction", "raw")
 # Base models (reference model_type "llm") are prompted with this wrapper and stopped at "###".
 INSTRUCTION_WRAPPER = "###Instruction:\n{prompt}\n###Response:\n"
 INSTRUCTION_STOP = "###"
+# One decoding default for every local backend and every caller (stages, evaluation, Reinforced_IR_Model): the
+# reference's fixed vLLM value. The loops train on generations made with it, so they are measured with it too.
+DEFAULT_REPETITION_PENALTY = 1.1
 
 
 @dataclass

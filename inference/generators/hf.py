@@ -9,7 +9,7 @@ from tqdm.auto import tqdm
 
 from ..errors import UserError
 from ..resolver import SMOLLM2_EOS, resolve_model_path
-from .base import Generator, cut_at_stop, wrap_instruction
+from .base import DEFAULT_REPETITION_PENALTY, Generator, cut_at_stop, wrap_instruction
 
 logger = logging.getLogger(__name__)
 
@@ -18,7 +18,8 @@ class HFGenerator(Generator):
     backend = "hf"
 
     def __init__(self, model: str, prompt_format: str = "chat", batch_size: int = 32, device: str | None = None,
-                 dtype: str = "auto", repetition_penalty: float = 1.0, max_prompt_tokens: int | None = None,
+                 dtype: str = "auto", repetition_penalty: float = DEFAULT_REPETITION_PENALTY,
+                 max_prompt_tokens: int | None = None,
                  show_progress: bool = True, trust_remote_code: bool = False):
         super().__init__(model, prompt_format)
         from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -5,7 +5,7 @@ import logging
 
 from ..errors import UserError
 from ..resolver import resolve_model_path
-from .base import Generator, cut_at_stop, wrap_instruction
+from .base import DEFAULT_REPETITION_PENALTY, Generator, cut_at_stop, wrap_instruction
 
 logger = logging.getLogger(__name__)
 
@@ -28,12 +28,24 @@ def _engine(path: str, tensor_parallel_size: int | None, gpu_memory_utilization:
     return _ENGINES[key]
 
 
+def prompt_token_ids(tokenizer, prompt: str, prompt_format: str) -> list[int]:
+    """The engine's input ids, tokenised once. Chat: the template alone decides the special tokens (its BOS is
+    the only one; the reference stripped a leading token by position instead, bug 14). Instruction / plain:
+    the tokenizer's usual special tokens."""
+    if prompt_format == "chat" and getattr(tokenizer, "chat_template", None):
+        ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=True,
+                                            add_generation_prompt=True)
+        return list(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids)
+    text = wrap_instruction(prompt) if prompt_format == "instruction" else prompt
+    return list(tokenizer(text, add_special_tokens=True)["input_ids"])
+
+
 class VLLMGenerator(Generator):
     backend = "vllm"
 
     def __init__(self, model: str, prompt_format: str = "chat", tensor_parallel_size: int | None = None,
                  gpu_memory_utilization: float = 0.8, max_model_len: int | None = None,
-                 repetition_penalty: float = 1.1, enable_lora: bool = False, seed: int = 0):
+                 repetition_penalty: float = DEFAULT_REPETITION_PENALTY, enable_lora: bool = False, seed: int = 0):
         super().__init__(model, prompt_format)
         self.path = resolve_model_path(model)
         self.repetition_penalty = repetition_penalty
@@ -41,15 +53,8 @@ class VLLMGenerator(Generator):
                            seed)
         self.tokenizer = self.llm.get_tokenizer()
 
-    def format_prompt(self, prompt: str) -> str:
-        if self.prompt_format == "chat" and getattr(self.tokenizer, "chat_template", None):
-            # Rendered as text and re-tokenised by vLLM; unlike the reference we do not strip a leading
-            # token by position (bug 14): the template's own BOS handling is kept.
-            return self.tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
-                                                      add_generation_prompt=True)
-        if self.prompt_format == "instruction":
-            return wrap_instruction(prompt)
-        return prompt
+    def format_prompt(self, prompt: str) -> list[int]:
+        return prompt_token_ids(self.tokenizer, prompt, self.prompt_format)
 
     def _generate(self, prompts: list[str], *, n: int, temperature: float, top_p: float,
                   max_new_tokens: int, seed: int | None) -> list[list[str]]:
@@ -58,8 +63,10 @@ class VLLMGenerator(Generator):
         params = SamplingParams(n=n, temperature=temperature, top_p=top_p if temperature > 0 else 1.0,
                                 max_tokens=max_new_tokens, seed=seed, repetition_penalty=self.repetition_penalty,
                                 stop=list(self.stop_strings))  # a fresh list per call (bug 14)
-        texts = [self.format_prompt(p) for p in prompts]
-        outputs = self.llm.generate(texts, params, use_tqdm=True)
+        # Token ids, not text: vLLM would tokenise rendered text again with special tokens, and a chat template
+        # that writes its own BOS (Llama-3) would then start with two.
+        token_prompts = [{"prompt_token_ids": self.format_prompt(p)} for p in prompts]
+        outputs = self.llm.generate(token_prompts, params, use_tqdm=True)
         results = []
         for out in outputs:
             self.stats.new_tokens += sum(len(c.token_ids) for c in out.outputs)
