@@ -48,7 +48,8 @@ class RetrieverDataArguments(RetrieverArguments, StageArguments):
     num_negatives: int = 15
     filter_data: bool = field(default=False, metadata={"help": "keep only rows whose positive ranks < filter_num"})
     filter_num: int = 20
-    embedding_cache: str | None = field(default=None, metadata={"help": "folder, 'auto' (user cache) or none (default)"})
+    embedding_cache: str | None = field(default=None, metadata={
+        "help": "folder, 'auto' (user cache) or none (default)"})
     max_new_tokens: int = 128
     temperature: float = 0.0
 

@@ -38,8 +38,9 @@ def _sizes(run_dir: Path, k: int) -> dict:
                            "dropped": m["counts"].get("dropped"), **({"heldout": m["heldout"]["rows"]}
                                                                       if "heldout" in m else {})}
             if name == "distill":  # how many of the generator's listwise rankings parsed (ok / partial / fallback)
-                sizes[name]["rankings"] = {k.removeprefix("ranking_"): v for k, v in m["counts"].get("notes", {}).items()
-                                           if k.startswith("ranking_")}
+                notes = m["counts"].get("notes", {})
+                sizes[name]["rankings"] = {key.removeprefix("ranking_"): n for key, n in notes.items()
+                                           if key.startswith("ranking_")}
     for name, rel in (("train_generator", "generator"), ("train_retriever", "retriever")):
         path = run_dir / f"round_{k}" / rel / "manifest.json"
         if path.is_file():
@@ -110,8 +111,9 @@ def _full_split_lines(report: dict, split: str) -> list[str]:
     if choice:
         ev = choice["evidence"]["weight"]
         lines += ["", f"Label-free choice: **{choice['retriever']} retriever + BM25**, {choice['fusion']} BM25 weight "
-                  f"{choice['weight']:g} → nDCG@10 {choice['ndcg@10']:.4f} (paired p = {choice['p_value_vs_base']:.3g} "
-                  "against the base retriever). Chosen on pseudo-queries, no test label: nDCG@10 by weight "
+                  f"{choice['weight']:g} → nDCG@10 {choice['ndcg@10']:.4f} (paired p = "
+                  f"{choice['p_value_vs_base']:.3g} against the base retriever). Chosen on pseudo-queries, no test "
+                  "label: nDCG@10 by weight "
                   + ", ".join(f"{w} {v:.4f}" for w, v in ev["ndcg_at_10"].items())
                   + f" over {ev['pseudo_queries']} of {ev['pseudo_queries_total']} pseudo-queries; rule: {ev['rule']}."]
     return lines
