@@ -80,24 +80,47 @@ def resume_checkpoint(train_args, auto_resume: bool) -> str | None:
     return resume
 
 
+def replica_drift(model) -> float:
+    """Largest difference between ranks of any parameter tensor's sum (0.0 on one process). Data-parallel replicas
+    apply the same averaged gradients, so anything but 0 means gradients were not synchronised (each rank trained
+    alone and only rank 0's model was saved). Collective: every rank must call it. ZeRO-3 shards are skipped."""
+    import torch
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return 0.0
+    params = [p for p in model.parameters() if not hasattr(p, "ds_id")]
+    sums = torch.stack([p.detach().double().sum() for p in params]) if params else torch.zeros(1, dtype=torch.double)
+    parts = [torch.empty_like(sums) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, sums)
+    return max(float((part - parts[0]).abs().max()) for part in parts)
+
+
 def write_training_manifest(stage: str, trainer, result, model_args, data_args, train_args, models: dict,
                             rows: int) -> None:
-    """``manifest.json`` beside the saved model (rank 0 only): inputs with hashes, parameters, counts, versions."""
+    """``manifest.json`` beside the saved model (rank 0 writes it): inputs with hashes, parameters, counts,
+    versions, and whether the data-parallel replicas ended equal (all ranks take part in that check)."""
+    import logging
     import os
     from dataclasses import asdict
 
     from data_generation.stage import package_versions
     from inference.io import atomic_write_json, file_sha256
 
+    drift = replica_drift(trainer.model)
     if not trainer.is_world_process_zero():
         return
+    if drift > 0:
+        logging.getLogger(__name__).error("the %d ranks' models differ after training (largest parameter-sum "
+                                          "difference %.3g): gradients were not averaged across ranks",
+                                          int(os.environ.get("WORLD_SIZE", "1")), drift)
     atomic_write_json(Path(train_args.output_dir) / "manifest.json", {
         "stage": stage, "status": "complete",
         "inputs": {str(p): file_sha256(p) for p in data_files(data_args.train_data)},
         "models": models,
         "parameters": {"model": asdict(model_args), "data": asdict(data_args),
                        "training": {k: v for k, v in train_args.to_dict().items() if "token" not in k}},
-        "world_size": int(os.environ.get("WORLD_SIZE", "1")),
+        "world_size": int(os.environ.get("WORLD_SIZE", "1")), "replica_drift": drift,
         "counts": {"rows": rows, "steps": trainer.state.global_step},
         "train_loss": result.training_loss, "versions": package_versions()})
 

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from conftest import REPO, TINY_CORPUS, run_module
 
@@ -38,22 +39,38 @@ def common_args(data: Path, out: Path) -> list[str]:
             "--use_cpu", "true", "--seed", "3", "--temperature", "0.05", "--warmup_steps", "0"]
 
 
-def test_torchrun_two_processes_cross_device_kd(tmp_path):
-    data = write_rows(tmp_path / "train.jsonl")
-    out = tmp_path / "model"
-    cmd = [TORCHRUN, "--nproc_per_node", "2", "--master_port", "29517", "-m", "finetune.retriever.train",
-           *common_args(data, out), "--max_steps", "8", "--negatives_cross_device", "true",
-           "--knowledge_distillation", "true", "--kd_loss_type", "m3_kd_loss", "--training_type", "retrieval_answer",
-           "--save_steps", "100"]
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+KD_ARGS = ["--max_steps", "8", "--negatives_cross_device", "true", "--knowledge_distillation", "true",
+           "--kd_loss_type", "m3_kd_loss", "--training_type", "retrieval_answer", "--save_steps", "100"]
+
+
+def torchrun(data: Path, out: Path, port: int, *extra: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    cmd = [TORCHRUN, "--nproc_per_node", "2", "--master_port", str(port), "-m", "finetune.retriever.train",
+           *common_args(data, out), *KD_ARGS, *extra]
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
+
+
+def logged(out: Path, key: str) -> list[float]:
+    state = json.loads(sorted(out.glob("checkpoint-*/trainer_state.json"))[-1].read_text())
+    return [h[key] for h in state["log_history"] if key in h]
+
+
+@pytest.fixture(scope="module")
+def ddp_run(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("ddp")
+    out = root / "model"
+    proc = torchrun(write_rows(root / "train.jsonl"), out, 29517)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "trained 8 steps" in proc.stdout
+    return out
+
+
+def test_torchrun_two_processes_cross_device_kd(ddp_run):
+    out = ddp_run
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["world_size"] == 2 and manifest["counts"]["steps"] == 8
-    state = json.loads(sorted(out.glob("checkpoint-*/trainer_state.json"))[-1].read_text())
-    losses = [h["loss"] for h in state["log_history"] if "loss" in h]
-    kd = [h["loss_kd_pl"] for h in state["log_history"] if "loss_kd_pl" in h]
+    assert manifest["replica_drift"] == 0.0  # DDP averaged the gradients: both ranks hold the same model
+    losses, kd = logged(out, "loss"), logged(out, "loss_kd_pl")
     assert len(losses) == 8 and len(kd) == 8
     assert np.mean(losses[-3:]) < np.mean(losses[:3])  # the loss goes down
 
@@ -71,6 +88,25 @@ def test_torchrun_two_processes_cross_device_kd(tmp_path):
     np.testing.assert_allclose(model.encode_queries(texts), st, atol=1e-5)
     base = Embedder("sentence-transformers/all-MiniLM-L6-v2", show_progress=False).encode(texts)
     assert not np.allclose(base, st, atol=1e-4)  # it did train
+
+
+@pytest.mark.parametrize("zero", ["zero1", "zero2"])
+def test_deepspeed_zero_on_cpu_trains_as_ddp_does(ddp_run, tmp_path, zero):
+    """configs/deepspeed ZeRO-1 / ZeRO-2 under torchrun on CPU (DS_ACCELERATOR=cpu, gloo; DeepSpeed builds its
+    shared-memory all-reduce op once with ninja): same data, seed and fp32 as the DDP run, so the same steps."""
+    out = tmp_path / zero
+    proc = torchrun(write_rows(tmp_path / "train.jsonl"), out, 29518 if zero == "zero1" else 29519,
+                    "--deepspeed", str(REPO / "configs" / "deepspeed" / f"{zero}.json"), env={"DS_ACCELERATOR": "cpu"})
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["world_size"] == 2 and manifest["replica_drift"] == 0.0
+    np.testing.assert_allclose(logged(out, "loss"), logged(ddp_run, "loss"), rtol=1e-3)
+    np.testing.assert_allclose(logged(out, "grad_norm"), logged(ddp_run, "grad_norm"), rtol=1e-3)
+    from inference import Embedder
+
+    texts = ["why does bread rise", "Insulin lowers blood glucose."]
+    np.testing.assert_allclose(Embedder(str(out), show_progress=False).encode(texts),
+                               Embedder(str(ddp_run), show_progress=False).encode(texts), atol=1e-4)
 
 
 def test_distillation_groups_are_ordered_by_teacher_score_with_their_scores():

@@ -53,6 +53,11 @@ class EmbeddingModel(nn.Module):
         emb = pool(hidden, features["attention_mask"], self.pooling_method)
         return F.normalize(emb, dim=-1) if self.normalize else emb
 
+    def forward(self, features: dict) -> torch.Tensor:
+        """The trainer encodes through here, i.e. through the DDP wrapper's ``__call__``: DDP only averages the
+        gradients of a backward whose forward went through it (``model.module.encode`` trains each rank alone)."""
+        return self.encode(features)
+
     # Trainer hooks delegate to the backbone.
     def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs=None):
         self.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gradient_checkpointing_kwargs)

@@ -49,7 +49,7 @@ class RetrieverTrainer(Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         a = self.args
-        enc = model.module.encode if hasattr(model, "module") else model.encode
+        enc = model  # the DDP / DeepSpeed wrapper itself, so that gradients are averaged across ranks
         q = enc(inputs["query"])
         p_local = enc(inputs["passages"])
         group = p_local.size(0) // q.size(0)
