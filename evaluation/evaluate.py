@@ -84,6 +84,8 @@ class EvaluateArguments:
     embedding_cache: str | None = field(default="auto", metadata={
         "help": "folder, 'auto' (user cache) or none; also holds the BM25 index"})
     generation_cache: str | None = field(default=None, metadata={"help": "openai backend response cache folder"})
+    generator_dtype: str = field(default="auto", metadata={"help": "hf / vllm: auto (fp32 on CPU) | fp32 | bf16 | fp16"})
+    max_model_len: int | None = field(default=None, metadata={"help": "vllm backend: context length"})
 
     def validate(self) -> None:
         for m in self.method_list:
@@ -221,12 +223,9 @@ def select_evaluation_queries(args: EvaluateArguments, ds: RetrievalDataset) -> 
 def load_run_generator(args: EvaluateArguments):
     from inference import load_generator
 
-    kwargs = {}
-    if args.generator_backend in (None, "hf"):
-        kwargs["batch_size"] = args.generation_batch_size
-    if args.generator_backend == "openai" and args.generation_cache:
-        kwargs["cache_dir"] = args.generation_cache
-    return load_generator(args.generator, backend=args.generator_backend, **kwargs)
+    return load_generator(args.generator, backend=args.generator_backend, batch_size=args.generation_batch_size,
+                          cache_dir=args.generation_cache, dtype=args.generator_dtype,
+                          max_model_len=args.max_model_len)
 
 
 def load_run_reranker(args: EvaluateArguments, task_name: str):

@@ -54,15 +54,10 @@ class Reinforced_IR_Model:  # noqa: N801 - the reference's public name
         self.generation = {"temperature": temperature, "top_p": top_p, "max_new_tokens": max_tokens, "seed": seed}
         self.augmentation_weight = augmentation_weight
         self.augmentation_encoder = augmentation_encoder
-        self._generator_args = dict(backend=generator_backend, model_type=model_type, **(generator_kwargs or {}))
-        if api_key is not None or base_url is not None:
-            self._generator_args.update(api_key=api_key, base_url=base_url)
-        if (self._generator_args.get("backend") or "") == "vllm" or (
-                model_type in ("llm", "llm_instruct") and generator_backend in (None, "vllm")):
-            self._vllm_args = {"gpu_memory_utilization": gpu_memory_utilization,
-                               "tensor_parallel_size": tensor_parallel_size}
-        else:
-            self._vllm_args = {}
+        # The reference's vLLM and OpenAI settings; load_generator gives each backend its own. generator_kwargs win.
+        self._generator_args = dict(backend=generator_backend, model_type=model_type, api_key=api_key,
+                                    base_url=base_url, gpu_memory_utilization=gpu_memory_utilization,
+                                    tensor_parallel_size=tensor_parallel_size, **(generator_kwargs or {}))
         self._retriever = retriever
         self._generator = generator
 
@@ -76,13 +71,7 @@ class Reinforced_IR_Model:  # noqa: N801 - the reference's public name
     @property
     def generator(self) -> Generator | None:
         if self._generator is None and self.generator_name:
-            args = {k: v for k, v in self._generator_args.items() if v is not None}
-            from .generators import default_local_backend
-
-            backend = args.get("backend") or ("openai" if args.get("model_type") == "gpt" else default_local_backend())
-            if backend == "vllm":
-                args.update({k: v for k, v in self._vllm_args.items() if v is not None})
-            self._generator = load_generator(self.generator_name, **args)
+            self._generator = load_generator(self.generator_name, **self._generator_args)
         return self._generator
 
     # ------------------------------------------------------------------ API

@@ -66,7 +66,8 @@ def templates() -> dict[str, str]:
         raise UserError("prompt templates not found", file=path)
     data = yaml.safe_load(path.read_text(encoding="utf-8"))
     for key in ("augmentation_prefix", "generator", "hyde", "query2doc", "query_generation",
-                "query_generation_example", "query_generation_simple", "quality_control", "listwise_rank"):
+                "query_generation_example", "query_generation_simple", "quality_control", "listwise_rank",
+                "query_likelihood"):
         if not isinstance(data.get(key), str):
             raise UserError("missing or not a string", file=path, field=key)
     return data
@@ -185,6 +186,10 @@ def quality_control_prompt(query: str, passage: str, task: TaskPrompt) -> str:
 def listwise_rank_prompt(query: str, passages: list[str]) -> str:
     listed = "\n".join(f"[{i + 1}] {p}" for i, p in enumerate(passages))
     return templates()["listwise_rank"].format(num=len(passages), query=query, passages=listed)
+
+
+def query_likelihood_prompt(passage: str) -> str:
+    return templates()["query_likelihood"].format(passage=passage)
 
 
 def rerank_yes_no_prompt(query: str, passage: str, task_instruction: str = "") -> str:

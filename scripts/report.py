@@ -37,10 +37,13 @@ def _sizes(run_dir: Path, k: int) -> dict:
             sizes[name] = {"items": m["counts"].get("items"), "kept": m["counts"].get("kept"),
                            "dropped": m["counts"].get("dropped"), **({"heldout": m["heldout"]["rows"]}
                                                                       if "heldout" in m else {})}
-            if name == "distill":  # how many of the generator's listwise rankings parsed (ok / partial / fallback)
+            if name == "distill":  # the teacher, and how many listwise rankings parsed (ok / partial / fallback)
                 notes = m["counts"].get("notes", {})
+                sizes[name]["teacher_scoring"] = m["parameters"].get("teacher_scoring", "listwise")
                 sizes[name]["rankings"] = {key.removeprefix("ranking_"): n for key, n in notes.items()
                                            if key.startswith("ranking_")}
+                if "scored" in notes:
+                    sizes[name]["rankings"]["scored"] = notes["scored"]
     for name, rel in (("train_generator", "generator"), ("train_retriever", "retriever")):
         path = run_dir / f"round_{k}" / rel / "manifest.json"
         if path.is_file():

@@ -37,6 +37,7 @@ from inference.manifest import changed_inputs
 
 logger = logging.getLogger(__name__)
 STEPS = ("queries", "generator_data", "train_generator", "retriever_data", "distill", "train_retriever", "evaluate")
+TRAINING_STEPS = ("train_generator", "train_retriever")  # LLaMA-Factory / torchrun: always this interpreter's env
 
 
 @dataclass
@@ -53,6 +54,10 @@ class SelfBoostConfig:
     rounds: int = 1
     round: int | None = field(default=None, metadata={"help": "run (or emit) only this round"})
     nproc_per_node: int = field(default=1, metadata={"help": "torchrun processes for retriever training"})
+    generation_python: str | None = field(default=None, metadata={
+        "help": "Python that runs the generating steps (queries, RLRF, retriever data, RLGF, evaluation), e.g. "
+                ".venv-vllm/bin/python for the vllm backend, whose transformers cannot share LLaMA-Factory's "
+                "environment; default: this interpreter"})
     seed: int = 42
     early_stopping: bool = True
     min_improvement: float = 0.0
@@ -74,6 +79,9 @@ class SelfBoostConfig:
             raise UserError("required", field="dataset_path")
         if self.rounds < 1:
             raise UserError("must be ≥ 1", field="rounds")
+        if self.generation_python and not os.access(self.generation_python, os.X_OK):
+            raise UserError(f"{self.generation_python} is not an executable Python (make test-vllm builds "
+                            ".venv-vllm)", field="generation_python")
         for step, known in stage_option_names().items():
             unknown = sorted(set(getattr(self, step)) - known)
             if unknown:
@@ -125,7 +133,6 @@ def step_plan(cfg: SelfBoostConfig, k: int) -> list[tuple[str, Path, list[str]]]
     queries_dir = round_dir(cfg, 1) / "synthetic" / "queries"
     generator, retriever = models_for_round(cfg, k)
     new_generator = str(r / "generator" / "merged_model")
-    py = [sys.executable, "-m"]
     gen_common = {"task": cfg.task, "seed": cfg.seed, "generator_backend": cfg.generator_backend}
     cache = {"embedding_cache": cfg.embedding_cache} if cfg.embedding_cache else {}
     # RLGF's teacher scores only matter to a distilling retriever: without KD the distill step is skipped and
@@ -173,7 +180,8 @@ def step_plan(cfg: SelfBoostConfig, k: int) -> list[tuple[str, Path, list[str]]]
             cmd = [str(Path(sys.executable).with_name("torchrun")), "--nproc_per_node", str(cfg.nproc_per_node),
                    "--master_port", str(29500 + (os.getpid() % 400)), "-m", module, "--config", str(path)]
         else:
-            cmd = [*py, module, "--config", str(path)]
+            python = sys.executable if step in TRAINING_STEPS else (cfg.generation_python or sys.executable)
+            cmd = [python, "-m", module, "--config", str(path)]
         plan.append((step, out, cmd))
     return plan
 

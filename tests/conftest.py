@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -73,6 +74,19 @@ def run_module(module: str, *args: str, env: dict | None = None, timeout: float 
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, env=full_env, capture_output=True,
                           text=True, timeout=timeout)
+
+
+def sigkill_once_written(cmd: list[str], path: Path, timeout: float = 400) -> None:
+    """Start ``cmd`` in the repository and SIGKILL its process group as soon as ``path`` exists (or it ends, or
+    time runs out). The group, as a shell's kill of a job: a vLLM engine's worker processes outlive a SIGKILL of
+    their parent alone."""
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True)
+    deadline = time.time() + timeout
+    while not path.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
 
 
 # ---------------------------------------------------------------- OpenAI-compatible server with faults
@@ -179,6 +193,9 @@ def pytest_sessionfinish(session, exitstatus):
 
 def pytest_unconfigure(config):
     if _EXIT_STATUS["code"] is not None and not hasattr(config, "workerinput"):
+        vllm_backend = sys.modules.get("inference.generators.vllm_backend")
+        if vllm_backend is not None:  # its engines' worker processes outlive an os._exit
+            vllm_backend.shutdown_engines()
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(_EXIT_STATUS["code"])

@@ -54,3 +54,54 @@ def test_gpu_retriever_config_names_only_real_options():
                                 RunArguments) for f in dataclasses.fields(cls)}
     config = yaml.safe_load((REPO / "configs/gpu/train_retriever.yaml").read_text())
     assert set(config) <= known, set(config) - known
+
+
+def test_generating_steps_run_in_the_generation_python_and_training_in_this_one(tmp_path):
+    """The GPU profile's two environments: vLLM steps in .venv-vllm's Python, LLaMA-Factory / torchrun here."""
+    import os
+    import sys
+
+    from scripts.self_boost import SelfBoostConfig, step_plan
+
+    vllm_python = tmp_path / "bin" / "python"
+    vllm_python.parent.mkdir()
+    vllm_python.write_text("#!/bin/sh\n")
+    os.chmod(vllm_python, 0o755)
+    cfg = parse_args(SelfBoostConfig, ["--config", str(REPO / "configs/gpu/scifact.yaml"), "--runs_dir",
+                                       str(tmp_path / "runs"), "--generation_python", str(vllm_python),
+                                       "--nproc_per_node", "1"])
+    plan = {step: cmd for step, _, cmd in step_plan(cfg, 1)}
+    assert set(plan) == {"queries", "generator_data", "train_generator", "retriever_data", "distill",
+                         "train_retriever", "evaluate"}
+    for step, cmd in plan.items():
+        expected = sys.executable if step.startswith("train_") else str(vllm_python)
+        assert cmd[0] == expected, step
+    from inference.errors import UserError
+
+    with pytest.raises(UserError, match="generation_python"):
+        parse_args(SelfBoostConfig, ["--config", str(REPO / "configs/gpu/scifact.yaml"),
+                                     "--generation_python", str(tmp_path / "missing")])
+
+
+def test_load_generator_gives_each_backend_its_own_options():
+    from inference.generators import backend_options
+
+    every = {"batch_size": 8, "show_progress": False, "repetition_penalty": 1.1, "cache_dir": "c", "timeout": 5.0,
+             "tensor_parallel_size": None, "gpu_memory_utilization": 0.5, "enforce_eager": True, "dtype": "auto"}
+    assert backend_options("hf", every) == {"batch_size": 8, "show_progress": False, "repetition_penalty": 1.1,
+                                            "dtype": "auto"}
+    assert backend_options("openai", every) == {"show_progress": False, "cache_dir": "c", "timeout": 5.0}
+    assert backend_options("vllm", every) == {"show_progress": False, "repetition_penalty": 1.1,
+                                              "gpu_memory_utilization": 0.5, "enforce_eager": True, "dtype": "auto"}
+    assert backend_options("hf", {"batch_sise": 8}) == {"batch_sise": 8}  # a typo still reaches the backend
+
+
+def test_vllm_dtype_and_eager_defaults_follow_the_device():
+    from inference.errors import UserError
+    from inference.generators.vllm_backend import engine_settings
+
+    assert engine_settings("auto", None, on_cuda=False) == ("float32", True)   # as the hf backend on CPU
+    assert engine_settings("auto", None, on_cuda=True) == ("auto", False)
+    assert engine_settings("bf16", False, on_cuda=False) == ("bfloat16", False)
+    with pytest.raises(UserError, match="dtype"):
+        engine_settings("int3", None, on_cuda=True)

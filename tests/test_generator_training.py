@@ -2,6 +2,7 @@
 once, inside the self-boost round (``tests/test_self_boost.py::test_generator_step_dpo_lora_merge_and_generate``),
 to keep the suite's minutes down."""
 import json
+from pathlib import Path
 
 import pytest
 
@@ -15,13 +16,12 @@ PAIRS = [
 ]
 
 
-@pytest.fixture
-def dpo_dataset(tmp_path):
+def write_dpo_dataset(folder: Path) -> Path:
+    """PAIRS as a LLaMA-Factory dataset_dir (dataset ``toy_rlrf``), prompts in the generator's prompt P."""
     from inference.prompts import generator_prompt, get_task
 
     task = get_task("scifact")
-    folder = tmp_path / "lf"
-    folder.mkdir()
+    folder.mkdir(parents=True, exist_ok=True)
     records = [{"conversations": [{"from": "human", "value": generator_prompt(q, task.task_instruction,
                                                                                task.answer_type)}],
                 "chosen": {"from": "gpt", "value": good}, "rejected": {"from": "gpt", "value": bad}}
@@ -31,6 +31,11 @@ def dpo_dataset(tmp_path):
         "file_name": "toy_rlrf.json", "ranking": True, "formatting": "sharegpt",
         "columns": {"messages": "conversations", "chosen": "chosen", "rejected": "rejected"}}}))
     return folder
+
+
+@pytest.fixture
+def dpo_dataset(tmp_path):
+    return write_dpo_dataset(tmp_path / "lf")
 
 
 def test_missing_dataset_is_a_clear_error(dpo_dataset, tmp_path):

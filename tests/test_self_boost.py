@@ -20,7 +20,7 @@ TINY = {
     "generator_data": {"dpo_num": 2, "threshold": 1.0, "use_rule1": False, "max_new_tokens": 16, "chunk_size": 4},
     "train_generator": {"template": "smollm2", "max_steps": 2, "per_device_train_batch_size": 2, "cutoff_len": 256},
     "retriever_data": {"num_negatives": 4, "neg_window": 8, "max_new_tokens": 16, "chunk_size": 4},
-    "distill": {"max_candidates": 4, "passage_max_tokens": 32, "max_new_tokens": 16, "chunk_size": 4},
+    "distill": {"max_candidates": 4, "passage_max_tokens": 32, "teacher_scoring": "query_likelihood", "chunk_size": 4},
     "train_retriever": {"train_group_size": 3, "query_max_len": 32, "passage_max_len": 64,
                         "per_device_train_batch_size": 2, "max_steps": 2, "knowledge_distillation": True,
                         "negatives_cross_device": True, "training_type": "retrieval_answer", "logging_steps": 1,
@@ -114,8 +114,9 @@ def test_report(run):
                                                                 "evaluate")}
     assert report["sizes"]["round_1"]["queries"]["heldout"] >= 1
     distill = json.loads((run["run_dir"] / "round_1" / "synthetic" / "distill" / "manifest.json").read_text())
-    rankings = report["sizes"]["round_1"]["distill"]["rankings"]       # RLGF parse outcomes reach the report
-    assert set(rankings) <= {"ok", "partial", "fallback"} and sum(rankings.values()) == distill["counts"]["items"]
+    teacher = report["sizes"]["round_1"]["distill"]                     # the RLGF teacher's outcomes reach the report
+    assert teacher["teacher_scoring"] == "query_likelihood"
+    assert teacher["rankings"] == {"scored": distill["counts"]["items"]}
     assert report["heldout_pseudo_queries"]["round_1"] is not None
     md = (run["run_dir"] / "report.md").read_text()
     assert "**after**" in md and "HyDE" in md and "## Timings" in md

@@ -1,6 +1,8 @@
 """Generator backends behind one interface: ``hf`` (transformers), ``openai`` (any OpenAI-compatible
-server) and ``vllm`` (GPU). ``load_generator`` also accepts the reference's ``model_type`` names."""
+server) and ``vllm`` (CUDA, or vLLM's CPU build). ``load_generator`` also accepts the reference's ``model_type`` names."""
 from __future__ import annotations
+
+import inspect
 
 from ..errors import UserError
 from .base import GenerationStats, Generator
@@ -24,9 +26,36 @@ def default_local_backend() -> str:
     return "hf"
 
 
+def backend_class(backend: str) -> type[Generator]:
+    if backend == "hf":
+        from .hf import HFGenerator
+
+        return HFGenerator
+    if backend == "openai":
+        from .openai_backend import OpenAIGenerator
+
+        return OpenAIGenerator
+    if backend == "vllm":
+        from .vllm_backend import VLLMGenerator
+
+        return VLLMGenerator
+    raise UserError(f"must be one of {', '.join(BACKENDS)}, got {backend!r}", field="backend")
+
+
+def backend_options(backend: str, options: dict) -> dict:
+    """The options that ``backend`` takes. Callers pass every backend's options at once (one routing, here): an
+    option another backend takes, or None (the backend's default), is left out; a name no backend knows is kept,
+    so a typo still fails loudly."""
+    def accepted(name: str) -> set[str]:
+        return set(inspect.signature(backend_class(name).__init__).parameters)
+
+    own, known = accepted(backend), set().union(*(accepted(b) for b in BACKENDS))
+    return {k: v for k, v in options.items() if v is not None and (k in own or k not in known)}
+
+
 def load_generator(model: str, backend: str | None = None, model_type: str | None = None,
-                   prompt_format: str | None = None, **kwargs) -> Generator:
-    """Build a generator. ``backend`` wins over ``model_type``; unknown kwargs go to the backend."""
+                   prompt_format: str | None = None, **options) -> Generator:
+    """Build a generator. ``backend`` wins over ``model_type``; each backend gets its own ``options``."""
     fmt = prompt_format
     if model_type is not None:
         if model_type not in MODEL_TYPES:
@@ -35,20 +64,8 @@ def load_generator(model: str, backend: str | None = None, model_type: str | Non
         backend = backend or mt_backend
         fmt = fmt or mt_format
     backend = backend or default_local_backend()
-    fmt = fmt or "chat"
-    if backend == "hf":
-        from .hf import HFGenerator
-
-        return HFGenerator(model, prompt_format=fmt, **kwargs)
-    if backend == "openai":
-        from .openai_backend import OpenAIGenerator
-
-        return OpenAIGenerator(model, prompt_format=fmt, **kwargs)
-    if backend == "vllm":
-        from .vllm_backend import VLLMGenerator
-
-        return VLLMGenerator(model, prompt_format=fmt, **kwargs)
-    raise UserError(f"must be one of {', '.join(BACKENDS)}, got {backend!r}", field="backend")
+    cls = backend_class(backend)
+    return cls(model, prompt_format=fmt or "chat", **backend_options(backend, options))
 
 
-__all__ = ["BACKENDS", "GenerationStats", "Generator", "MODEL_TYPES", "load_generator"]
+__all__ = ["BACKENDS", "backend_options", "GenerationStats", "Generator", "MODEL_TYPES", "load_generator"]

@@ -87,6 +87,14 @@ class Generator(abc.ABC):
                   max_new_tokens: int, seed: int | None) -> list[list[str]]:
         ...
 
+    def continuation_logprobs(self, prompts: Sequence[str], continuations: Sequence[str]) -> list[float]:
+        """Mean log-probability per token of each continuation right after its formatted prompt (the assistant's
+        reply in chat format): one forward pass per pair, nothing generated, nothing to parse. Local backends only
+        (an API returns no log-probabilities of given text)."""
+        from ..errors import UserError
+
+        raise UserError(f"the {self.backend} backend cannot score given text; use hf or vllm", field="backend")
+
     def describe(self) -> dict:
         """For manifests: what produced the text (never credentials)."""
         return {"backend": self.backend, "model": self.model_name, "prompt_format": self.prompt_format}

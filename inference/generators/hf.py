@@ -117,6 +117,32 @@ class HFGenerator(Generator):
             bar.close()
         return results
 
+    def continuation_logprobs(self, prompts, continuations) -> list[float]:
+        add_special = not (self.prompt_format == "chat" and self.tokenizer.chat_template)
+        pairs = []
+        for prompt, continuation in zip(prompts, continuations, strict=True):
+            cont = self.tokenizer(continuation, add_special_tokens=False)["input_ids"]
+            head = self.tokenizer(self.format_prompt(prompt), add_special_tokens=add_special)["input_ids"]
+            pairs.append((head[-max(1, self.max_prompt_tokens - len(cont)):], cont))
+        scores = [float("-inf")] * len(pairs)
+        order = sorted(range(len(pairs)), key=lambda i: -sum(map(len, pairs[i])))
+        pad = self.tokenizer.pad_token_id
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start:start + self.batch_size]
+            seqs = [pairs[i][0] + pairs[i][1] for i in idx]
+            width = max(map(len, seqs))
+            # Right padding: every sequence keeps positions 0.. as in training, whatever the model's position code.
+            ids = torch.tensor([s + [pad] * (width - len(s)) for s in seqs], device=self.device)
+            mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs], device=self.device)
+            with torch.inference_mode():
+                logits = self.model(input_ids=ids, attention_mask=mask).logits
+            for row, i in enumerate(idx):
+                start_pos, n = len(pairs[i][0]), len(pairs[i][1])
+                if n:
+                    logp = torch.log_softmax(logits[row, start_pos - 1:start_pos - 1 + n].float(), dim=-1)
+                    scores[i] = float(logp.gather(-1, ids[row, start_pos:start_pos + n, None]).mean())
+        return scores
+
     def _count_new_tokens(self, new: torch.Tensor) -> int:
         """Tokens up to and including the first eos in each row (the rest is padding)."""
         is_eos = torch.isin(new, torch.tensor(self.eos_ids, device=new.device))
