@@ -97,9 +97,9 @@ def replica_drift(model) -> float:
 
 
 def write_training_manifest(stage: str, trainer, result, model_args, data_args, train_args, models: dict,
-                            rows: int) -> None:
+                            rows: int, drift: float) -> None:
     """``manifest.json`` beside the saved model (rank 0 writes it): inputs with hashes, parameters, counts,
-    versions, and whether the data-parallel replicas ended equal (all ranks take part in that check)."""
+    versions, and ``drift`` (:func:`replica_drift`, taken right after training, before rank 0 merges or saves)."""
     import logging
     import os
     from dataclasses import asdict
@@ -107,7 +107,6 @@ def write_training_manifest(stage: str, trainer, result, model_args, data_args, 
     from data_generation.stage import package_versions
     from inference.io import atomic_write_json, file_sha256
 
-    drift = replica_drift(trainer.model)
     if not trainer.is_world_process_zero():
         return
     if drift > 0:

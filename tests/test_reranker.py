@@ -34,7 +34,7 @@ def test_torchrun_train_save_reload_and_score(tmp_path, tiny_beir):
                            "--max_steps", "8")
     assert "trained 8 steps" in proc.stdout
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["world_size"] == 2 and manifest["stage"] == "train_reranker"
+    assert manifest["world_size"] == 2 and manifest["stage"] == "train_reranker" and manifest["replica_drift"] == 0.0
     state = json.loads(sorted(out.glob("checkpoint-*/trainer_state.json"))[-1].read_text())
     losses = [h["loss"] for h in state["log_history"] if "loss" in h]
     assert len(losses) == 8 and np.mean(losses[-3:]) < np.mean(losses[:3])
@@ -132,6 +132,7 @@ def test_llm_reranker_lora_with_distillation_under_torchrun(tmp_path):
                            "--task_instruction", "Judge relevance.")
     assert "trained 3 steps" in proc.stdout
     assert (out / "model.safetensors").is_file() and not (out / "adapter_config.json").exists()  # merged
+    assert json.loads((out / "manifest.json").read_text())["replica_drift"] == 0.0  # LoRA replicas in sync too
     reranker = load_reranker(str(out), show_progress=False)
     assert isinstance(reranker, LLMReranker)
     scores = reranker.score("why does bread rise", ["Yeast makes dough rise.", "Lava escapes from volcanoes."])

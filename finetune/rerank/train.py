@@ -15,7 +15,8 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from finetune.cli import apply_lora, parse_hf_args, resume_checkpoint, training_main, write_training_manifest
+from finetune.cli import (apply_lora, parse_hf_args, replica_drift, resume_checkpoint, training_main,
+                          write_training_manifest)
 from finetune.retriever.train import RunArguments
 from inference.errors import UserError, run_cli
 from inference.io import atomic_write_json
@@ -97,6 +98,7 @@ def train(model_args, data_args, train_args, run_args) -> dict:
                               processing_class=tokenizer, callbacks=[EpochCallback(dataset)])
     resume = resume_checkpoint(train_args, run_args.auto_resume)
     result = trainer.train(resume_from_checkpoint=resume)
+    drift = replica_drift(trainer.model)  # every rank, before rank 0 merges LoRA into its copy
     trainer.save_model(train_args.output_dir)
     if trainer.is_world_process_zero():
         if hasattr(model, "merge_and_unload"):  # LoRA: a plain model that loads without peft, adapters merged
@@ -110,7 +112,8 @@ def train(model_args, data_args, train_args, run_args) -> dict:
                           {"kind": model_args.model_type, "max_length": data_args.max_length,
                            "query_max_length": data_args.query_max_len})
     write_training_manifest("train_reranker", trainer, result, model_args, data_args, train_args,
-                            {"base": model_args.model_name_or_path, "kind": model_args.model_type}, len(dataset))
+                            {"base": model_args.model_name_or_path, "kind": model_args.model_type}, len(dataset),
+                            drift)
     return {"global_step": trainer.state.global_step, "train_loss": result.training_loss}
 
 

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from finetune.cli import apply_lora, parse_hf_args, resume_checkpoint, training_main, write_training_manifest
+from finetune.cli import (apply_lora, parse_hf_args, replica_drift, resume_checkpoint, training_main,
+                          write_training_manifest)
 from inference.errors import UserError, run_cli
 
 from .arguments import (KD_LOSS_TYPES, TRAINING_TYPES, RetrieverDataArguments, RetrieverModelArguments,
@@ -101,12 +102,13 @@ def train(model_args, data_args, train_args, run_args) -> dict:
                                callbacks=[EpochCallback(dataset)])
     resume = resume_checkpoint(train_args, run_args.auto_resume)
     result = trainer.train(resume_from_checkpoint=resume)
+    drift = replica_drift(trainer.model)  # every rank, right after training
     trainer.save_model(train_args.output_dir)
     summary = {"global_step": trainer.state.global_step, "train_loss": result.training_loss,
                "log_history": trainer.state.log_history, "resumed_from": resume}
     write_training_manifest("train_retriever", trainer, result, model_args, data_args, train_args,
                             {"base": model_args.model_name_or_path, "pooling": model.pooling_method,
-                             "normalize": model.normalize}, len(dataset))
+                             "normalize": model.normalize}, len(dataset), drift)
     return summary
 
 
