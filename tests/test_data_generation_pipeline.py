@@ -198,33 +198,6 @@ def test_query_likelihood_teacher_scores_every_candidate_without_parsing(pipelin
     assert manifest["counts"]["notes"] == {"scored": len(rows)} and manifest["generation"]["completions"] == 0
 
 
-def test_query_likelihood_prefers_the_passage_the_query_is_about(smollm2):
-    from inference.prompts import query_likelihood_prompt
-
-    from conftest import TINY_CORPUS, TINY_QUERIES
-
-    passages = [f"{d['title']}. {d['text']}" for d in TINY_CORPUS]
-    for query, source in [(TINY_QUERIES[0]["text"], 0), (TINY_QUERIES[1]["text"], 2), (TINY_QUERIES[2]["text"], 5)]:
-        scores = smollm2.continuation_logprobs([query_likelihood_prompt(p) for p in passages], [query] * 6)
-        assert max(range(6), key=scores.__getitem__) == source, scores
-    # Batched (right-padded) scores equal one-at-a-time scores.
-    prompts = [query_likelihood_prompt(passages[0]), query_likelihood_prompt(passages[3][:20])]
-    texts = ["how do plants make oxygen from sunlight", "chess"]
-    together = smollm2.continuation_logprobs(prompts, texts)
-    alone = [smollm2.continuation_logprobs([p], [t])[0] for p, t in zip(prompts, texts)]
-    assert together == pytest.approx(alone, abs=1e-4)
-    # The same number as transformers' own loss over the continuation tokens (labels -100 on the prompt).
-    import torch
-
-    prompt_ids = smollm2.tokenizer(smollm2.format_prompt(prompts[0]), add_special_tokens=False)["input_ids"]
-    cont_ids = smollm2.tokenizer(texts[0], add_special_tokens=False)["input_ids"]
-    ids = torch.tensor([prompt_ids + cont_ids])
-    labels = torch.tensor([[-100] * len(prompt_ids) + cont_ids])
-    with torch.inference_mode():
-        loss = float(smollm2.model(input_ids=ids, labels=labels).loss)
-    assert together[0] == pytest.approx(-loss, abs=1e-4)
-
-
 def test_rerun_of_a_finished_stage_is_a_no_op_and_changed_parameters_need_overwrite(pipeline, slice_dir):
     args = stage_cmd("generate_retriever_distill_data", pipeline, pipeline / "distill", slice_dir)
     before = (pipeline / "distill" / "train_distill.jsonl").stat().st_mtime_ns
