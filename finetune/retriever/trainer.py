@@ -49,9 +49,9 @@ class RetrieverTrainer(Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         a = self.args
-        enc = model  # the DDP / DeepSpeed wrapper itself, so that gradients are averaged across ranks
-        q = enc(inputs["query"])
-        p_local = enc(inputs["passages"])
+        # Encode through the DDP / DeepSpeed wrapper itself (model(...)), so that gradients are averaged across ranks.
+        q = model(inputs["query"])
+        p_local = model(inputs["passages"])
         group = p_local.size(0) // q.size(0)
         cross = a.negatives_cross_device and a.use_inbatch_neg
         p = gather_with_grad(p_local) if cross else p_local
@@ -66,7 +66,7 @@ class RetrieverTrainer(Trainer):
                 if a.knowledge_distillation:
                     parts["kd_kl"] = self.kl_kd(q, p_local, inputs["teacher"].to(q.device))
         if "answer" in a.training_type:
-            ans = enc(inputs["answers"])
+            ans = model(inputs["answers"])
             ans_all = gather_with_grad(ans) if a.negatives_cross_device else ans
             ans_offset = _rank() * q.size(0) if a.negatives_cross_device else 0
             parts["answer"] = self.answer_infonce(q, ans_all, 1, ans_offset)

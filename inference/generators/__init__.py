@@ -2,6 +2,7 @@
 server) and ``vllm`` (CUDA, or vLLM's CPU build). ``load_generator`` also accepts the reference's ``model_type`` names."""
 from __future__ import annotations
 
+import functools
 import inspect
 
 from ..errors import UserError
@@ -42,14 +43,16 @@ def backend_class(backend: str) -> type[Generator]:
     raise UserError(f"must be one of {', '.join(BACKENDS)}, got {backend!r}", field="backend")
 
 
+@functools.lru_cache(maxsize=None)
+def _accepted_options(backend: str) -> frozenset[str]:
+    return frozenset(inspect.signature(backend_class(backend).__init__).parameters)
+
+
 def backend_options(backend: str, options: dict) -> dict:
     """The options that ``backend`` takes. Callers pass every backend's options at once (one routing, here): an
     option another backend takes, or None (the backend's default), is left out; a name no backend knows is kept,
     so a typo still fails loudly."""
-    def accepted(name: str) -> set[str]:
-        return set(inspect.signature(backend_class(name).__init__).parameters)
-
-    own, known = accepted(backend), set().union(*(accepted(b) for b in BACKENDS))
+    own, known = _accepted_options(backend), frozenset().union(*map(_accepted_options, BACKENDS))
     return {k: v for k, v in options.items() if v is not None and (k in own or k not in known)}
 
 
