@@ -58,3 +58,44 @@ def test_kl_distillation():
 
 def test_answer_norm_regularizer():
     assert AnswerNormRegularizer()(torch.tensor([[3.0, 4.0], [0.0, 1.0]])).item() == pytest.approx(8.0)
+
+
+def loss_args(**overrides):
+    from types import SimpleNamespace
+
+    values = {"training_type": "retrieval", "knowledge_distillation": False, "kd_loss_type": "m3_kd_loss",
+              "use_inbatch_neg": True, "normalize_answer": False, "temperature": 1.0, "teacher_temperature": 1.0,
+              "answer_temperature": 1.0}
+    return SimpleNamespace(**{**values, **overrides})
+
+
+@pytest.mark.parametrize("overrides, names", [
+    ({}, ["infonce"]),
+    ({"knowledge_distillation": True}, ["kd_pl"]),
+    ({"knowledge_distillation": True, "kd_loss_type": "kl_div"}, ["infonce", "kd_kl"]),
+    ({"training_type": "retrieval_answer", "normalize_answer": True}, ["infonce", "answer", "answer_norm"]),
+    ({"training_type": "answer"}, ["answer"]),
+])
+def test_the_loss_builder_chooses_the_terms_the_arguments_name(overrides, names):
+    from finetune.retriever.losses import EncodedBatch, build_retriever_loss
+
+    loss = build_retriever_loss(loss_args(**overrides))
+    teacher = torch.tensor([[1.0, 0.5], [1.0, 0.5]])
+    answers = torch.tensor([[0.6, 0.8], [0.8, 0.6]])
+    batch = EncodedBatch(q=Q, p=P, p_local=P, group_size=2, teacher=teacher, answers=answers, answers_all=answers)
+    total, parts = loss(batch)
+    assert list(parts) == names and loss.needs_answers == ("answer" in names)
+    assert total.item() == pytest.approx(sum(v.item() for v in parts.values()))
+    expected = {"infonce": InfoNCELoss(1.0)(Q, P, 2), "kd_pl": PlackettLuceKDLoss(1.0)(Q, P, 2),
+                "kd_kl": KLDistillationLoss(1.0, 1.0)(Q, P, teacher), "answer": InfoNCELoss(1.0)(Q, answers, 1),
+                "answer_norm": AnswerNormRegularizer()(answers)}
+    for name in names:
+        assert parts[name].item() == pytest.approx(expected[name].item(), abs=1e-6)
+
+
+def test_without_in_batch_negatives_each_query_sees_only_its_group():
+    from finetune.retriever.losses import EncodedBatch, build_retriever_loss
+
+    loss = build_retriever_loss(loss_args(use_inbatch_neg=False))
+    _, parts = loss(EncodedBatch(q=Q, p=P, p_local=P, group_size=2))
+    assert parts["infonce"].item() == pytest.approx(GroupOnlyInfoNCELoss(1.0)(Q, P, 2).item(), abs=1e-6)

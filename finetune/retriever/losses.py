@@ -6,6 +6,9 @@ index of query i is then ``(rank·B + i)·G`` — the caller passes ``offset = r
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -89,3 +92,61 @@ class AnswerNormRegularizer(nn.Module):
     def forward(self, a: torch.Tensor) -> torch.Tensor:
         norms = a.norm(dim=-1)
         return F.mse_loss(norms, torch.ones_like(norms))
+
+
+@dataclass
+class EncodedBatch:
+    """What the loss terms read. ``q``: this rank's B queries; ``p``: passages, gathered from every rank when
+    negatives cross devices (else ``p_local``); ``offset``: this rank's first query in the gathered batch; G
+    passages per query; ``teacher``: (B, G) scores; answers, when a term needs them, local and gathered."""
+    q: torch.Tensor
+    p: torch.Tensor
+    p_local: torch.Tensor
+    group_size: int
+    offset: int = 0
+    teacher: torch.Tensor | None = None
+    answers: torch.Tensor | None = None
+    answers_all: torch.Tensor | None = None
+    answer_offset: int = 0
+
+
+class RetrieverLoss(nn.Module):
+    """The sum of named terms, chosen once from the training arguments by :func:`build_retriever_loss`."""
+
+    def __init__(self, terms: dict[str, Callable[[EncodedBatch], torch.Tensor]], needs_answers: bool):
+        super().__init__()
+        self.terms = terms
+        self.needs_answers = needs_answers
+
+    def forward(self, batch: EncodedBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        parts = {name: term(batch) for name, term in self.terms.items()}
+        return sum(parts.values()), parts
+
+
+def build_retriever_loss(args) -> RetrieverLoss:
+    """The terms ``training_type``, ``knowledge_distillation``, ``kd_loss_type``, ``use_inbatch_neg`` and
+    ``normalize_answer`` select (pipeline.md §8). ``m3_kd_loss`` replaces InfoNCE (its first step is InfoNCE);
+    ``kl_div`` is added to it."""
+    terms: dict[str, Callable[[EncodedBatch], torch.Tensor]] = {}
+    if args.training_type in ("retrieval", "retrieval_answer"):
+        if args.knowledge_distillation and args.kd_loss_type == "m3_kd_loss":
+            pl = PlackettLuceKDLoss(args.temperature)
+            terms["kd_pl"] = lambda b: pl(b.q, b.p, b.group_size, b.offset)
+        else:
+            if args.use_inbatch_neg:
+                infonce = InfoNCELoss(args.temperature)
+                terms["infonce"] = lambda b: infonce(b.q, b.p, b.group_size, b.offset)
+            else:
+                group_only = GroupOnlyInfoNCELoss(args.temperature)
+                terms["infonce"] = lambda b: group_only(b.q, b.p_local, b.group_size)
+            if args.knowledge_distillation:
+                kl = KLDistillationLoss(args.temperature, args.teacher_temperature)
+                terms["kd_kl"] = lambda b: kl(b.q, b.p_local, b.teacher.to(b.q.device))
+    needs_answers = args.training_type in ("answer", "retrieval_answer")
+    if needs_answers:
+        answer = InfoNCELoss(args.answer_temperature)
+        terms["answer"] = lambda b: answer(b.q, b.answers_all, 1, b.answer_offset)
+        if args.normalize_answer:
+            norm = AnswerNormRegularizer()
+            terms["answer_norm"] = lambda b: norm(b.answers)
+    return RetrieverLoss(terms, needs_answers)

@@ -9,8 +9,7 @@ import torch
 import torch.distributed as dist
 from transformers import Trainer, TrainerCallback
 
-from .losses import (AnswerNormRegularizer, GroupOnlyInfoNCELoss, InfoNCELoss, KLDistillationLoss,
-                     PlackettLuceKDLoss)
+from .losses import EncodedBatch, build_retriever_loss
 from .modeling import EmbeddingModel, gather_with_grad
 
 logger = logging.getLogger(__name__)
@@ -33,14 +32,8 @@ class EpochCallback(TrainerCallback):
 class RetrieverTrainer(Trainer):
     def __init__(self, *args, max_seq_length: int | None = None, **kwargs):
         super().__init__(*args, **kwargs)
-        a = self.args
         self.max_seq_length = max_seq_length
-        self.infonce = InfoNCELoss(a.temperature)
-        self.group_infonce = GroupOnlyInfoNCELoss(a.temperature)
-        self.pl_kd = PlackettLuceKDLoss(a.temperature)
-        self.kl_kd = KLDistillationLoss(a.temperature, a.teacher_temperature)
-        self.answer_infonce = InfoNCELoss(a.answer_temperature)
-        self.answer_norm = AnswerNormRegularizer()
+        self.retriever_loss = build_retriever_loss(self.args)
         self._components: dict[str, float] = {}
 
     def _get_train_sampler(self, *args, **kwargs):
@@ -52,27 +45,15 @@ class RetrieverTrainer(Trainer):
         # Encode through the DDP / DeepSpeed wrapper itself (model(...)), so that gradients are averaged across ranks.
         q = model(inputs["query"])
         p_local = model(inputs["passages"])
-        group = p_local.size(0) // q.size(0)
         cross = a.negatives_cross_device and a.use_inbatch_neg
-        p = gather_with_grad(p_local) if cross else p_local
-        offset = _rank() * q.size(0) if cross else 0
-        parts: dict[str, torch.Tensor] = {}
-        if "retrieval" in a.training_type:
-            if a.knowledge_distillation and a.kd_loss_type == "m3_kd_loss":
-                parts["kd_pl"] = self.pl_kd(q, p, group, offset)  # includes the InfoNCE term (k = 0)
-            else:
-                parts["infonce"] = (self.infonce(q, p, group, offset) if a.use_inbatch_neg
-                                    else self.group_infonce(q, p_local, group))
-                if a.knowledge_distillation:
-                    parts["kd_kl"] = self.kl_kd(q, p_local, inputs["teacher"].to(q.device))
-        if "answer" in a.training_type:
-            ans = model(inputs["answers"])
-            ans_all = gather_with_grad(ans) if a.negatives_cross_device else ans
-            ans_offset = _rank() * q.size(0) if a.negatives_cross_device else 0
-            parts["answer"] = self.answer_infonce(q, ans_all, 1, ans_offset)
-            if a.normalize_answer:
-                parts["answer_norm"] = self.answer_norm(ans)
-        loss = sum(parts.values())
+        batch = EncodedBatch(q=q, p=gather_with_grad(p_local) if cross else p_local, p_local=p_local,
+                             group_size=p_local.size(0) // q.size(0), offset=_rank() * q.size(0) if cross else 0,
+                             teacher=inputs.get("teacher"))
+        if self.retriever_loss.needs_answers:
+            batch.answers = model(inputs["answers"])
+            batch.answers_all = gather_with_grad(batch.answers) if a.negatives_cross_device else batch.answers
+            batch.answer_offset = _rank() * q.size(0) if a.negatives_cross_device else 0
+        loss, parts = self.retriever_loss(batch)
         for k, v in parts.items():
             self._components[k] = self._components.get(k, 0.0) + float(v.detach())
         return (loss, {"q": q}) if return_outputs else loss
