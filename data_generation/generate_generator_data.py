@@ -113,17 +113,17 @@ def run(args: GeneratorDataArguments) -> dict:
         a_emb = encode_augmentations(retriever, flat).reshape(len(chunk), args.dpo_num, -1)
         for i, (row, gens) in enumerate(zip(chunk, samples)):
             if sum(1 for g in gens if g.strip()) < 2:
-                result.dropped["empty_samples"] += 1
+                result.drop("empty_samples", row)
                 continue
             r = float(q_emb[i] @ p_emb[i])
             aug_scores = a_emb[i] @ p_emb[i]
             picked = select_pair(r, aug_scores, args.augmentation_weight, args.threshold, args.use_rule1)
             if isinstance(picked, str):
-                result.dropped[picked] += 1
+                result.drop(picked, row)
                 continue
             k_pos, k_neg, s_max, s_min = picked
             if gens[k_pos].strip() == gens[k_neg].strip():
-                result.dropped["chosen_equals_rejected"] += 1
+                result.drop("chosen_equals_rejected", row)
                 continue
             result.rows.append({"id": row["id"], "query": row["query"], "doc_id": row["doc_id"],
                                 "prompt": prompts[i], "chosen": gens[k_pos], "rejected": gens[k_neg],
@@ -131,7 +131,7 @@ def run(args: GeneratorDataArguments) -> dict:
                                 "raw_score": r})
         return result
 
-    def finalize(rows_out: list[dict], dropped) -> list[dict]:
+    def finalize(rows_out: list[dict], totals: ChunkResult) -> list[dict]:
         if not rows_out:
             raise UserError("no preference pair survived the keep rule; sample more (dpo_num), raise temperature "
                             "or τ (threshold)", field="threshold")

@@ -106,15 +106,15 @@ def run(args: GenerateQueriesArguments) -> dict:
         for it, passage, out in zip(chunk, passages, outputs):
             query = clean_generated_query(out[0])
             if word_count(query) < args.min_query_words:
-                result.dropped["empty"] += 1
+                result.drop("empty", it, query)
             elif word_count(query) > args.max_query_words:
-                result.dropped["too_long"] += 1
+                result.drop("too_long", it, query)
             elif copies_document(query, passage):
-                result.dropped["copies_document"] += 1
+                result.drop("copies_document", it, query)
             elif is_repetitive(query):
-                result.dropped["repetitive"] += 1
+                result.drop("repetitive", it, query)
             elif mentions_source(query, task.passage_type):
-                result.dropped["mentions_the_passage"] += 1
+                result.drop("mentions_the_passage", it, query)
             else:
                 candidates.append({"id": it["id"], "query": query, "doc_id": it["doc_id"], "passage": passage})
         if args.quality_control and candidates:
@@ -125,21 +125,21 @@ def run(args: GenerateQueriesArguments) -> dict:
             for cand, reply in zip(candidates, replies):
                 verdict = parse_qc_reply(reply[0])
                 if verdict is None:
-                    result.dropped["qc_unparsable"] += 1
+                    result.drop("qc_unparsable", cand)
                 elif verdict == 0:
-                    result.dropped["qc_rejected"] += 1
+                    result.drop("qc_rejected", cand)
                 else:
                     kept.append(cand)
             candidates = kept
         result.rows = candidates
         return result
 
-    def drop_duplicates_and_hold_out(rows: list[dict], dropped) -> list[dict]:
+    def drop_duplicates_and_hold_out(rows: list[dict], totals: ChunkResult) -> list[dict]:
         seen, kept = set(), []
         for row in rows:
             key = normalize_for_dedup(row["query"])
             if key in seen:
-                dropped["duplicate"] += 1
+                totals.drop("duplicate", row)
                 continue
             seen.add(key)
             kept.append(row)

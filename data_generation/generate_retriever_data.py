@@ -7,7 +7,9 @@ Mining (pipeline.md §6) searches the whole corpus with the query (and, separate
 reference default) takes the ``neg_window`` ranks starting at the first rank after the positive whose score is
 ≤ 0.95 × the positive's; when the positive is not found, or no such rank exists, it samples from ranks
 [30, 200). Answer negatives use the answer's own scores (the reference compared against the query's, bug 4).
-Depths and windows are clamped to the corpus, and faiss −1 padding is never used as an id. Rows:
+Depths and windows are clamped to the corpus, and faiss −1 padding is never used as an id. With ``filter_data``
+a pseudo-query whose source document is not in the retriever's top ``filter_num`` is dropped (round-trip
+consistency, as in Promptagator); ``dropped.jsonl`` lists it with the reason ``failed_round_trip``. Rows:
 ``{id, query, answer, pos, neg, neg_answer, doc_id, pos_id, neg_ids, pos_rank}``.
 """
 from __future__ import annotations
@@ -46,8 +48,10 @@ class RetrieverDataArguments(RetrieverArguments, StageArguments):
     neg_window: int = 50
     fallback_range: list[int] = field(default_factory=lambda: [30, 200])
     num_negatives: int = 15
-    filter_data: bool = field(default=False, metadata={"help": "keep only rows whose positive ranks < filter_num"})
-    filter_num: int = 20
+    filter_data: bool = field(default=False, metadata={
+        "help": "round-trip filtering (Promptagator): keep a pseudo-query only if the retriever ranks its source "
+                "document in its top filter_num"})
+    filter_num: int = field(default=20, metadata={"help": "the round trip's depth k (ranks 0 .. k-1)"})
     embedding_cache: str | None = field(default=None, metadata={
         "help": "folder, 'auto' (user cache) or none (default)"})
     max_new_tokens: int = 128
@@ -135,10 +139,10 @@ def run(args: RetrieverDataArguments) -> dict:
             negs, pos_rank = mine_negatives(q_ids[i], q_scores[i], pos, len(doc_ids), args, rng)
             neg_answer, _ = mine_negatives(a_ids[i], a_scores[i], pos, len(doc_ids), args, rng)
             if args.filter_data and not 0 <= pos_rank < args.filter_num:
-                result.dropped["positive_not_in_top_filter_num"] += 1
+                result.drop("failed_round_trip", row)
                 continue
             if not negs:
-                result.dropped["no_negatives"] += 1
+                result.drop("no_negatives", row)
                 continue
             result.rows.append({
                 "id": row["id"], "query": row["query"], "answer": answers[i], "pos": [texts[pos]],

@@ -150,7 +150,7 @@ def run(args: DistillDataArguments) -> dict:
                                 "ranking_status": "scored"})
         return result
 
-    def refuse_fallbacks(rows_out: list[dict], dropped) -> list[dict]:
+    def refuse_fallbacks(rows_out: list[dict], totals: ChunkResult) -> list[dict]:
         fallback = sum(r.get("ranking_status") == "fallback" for r in rows_out)
         if rows_out and fallback / len(rows_out) > args.max_fallback_share:
             raise UserError(f"{fallback} of {len(rows_out)} listwise rankings did not parse and fell back to the "

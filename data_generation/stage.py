@@ -32,6 +32,7 @@ from inference.io import atomic_write_json, atomic_write_text, file_sha256, iter
 logger = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
+DROPPED_FILE = "dropped.jsonl"  # beside each stage's output: the items that produced no row, with the reason
 # Parameters that may change between a run and its resumption without changing its rows.
 RESUMABLE_PARAMETERS = {"overwrite", "generation_cache", "api_key_file", "request_timeout", "max_attempts",
                         "max_fallback_share"}
@@ -94,8 +95,30 @@ def build_generator(args: GeneratorArguments, show_progress: bool = False) -> Ge
 class ChunkResult:
     rows: list[dict] = field(default_factory=list)
     dropped: Counter = field(default_factory=Counter)   # items that produced no row, by reason
+    dropped_rows: list[dict] = field(default_factory=list)  # which ones: {id, reason, query} (→ dropped.jsonl)
     notes: Counter = field(default_factory=Counter)     # other counts worth reporting (e.g. parse fallbacks)
     failed: int = 0
+
+    def drop(self, reason: str, item: dict, query: str | None = None) -> None:
+        """Count an item that produced no row, and keep its text so a person can see what was dropped."""
+        self.dropped[reason] += 1
+        self.dropped_rows.append({"id": item["id"], "reason": reason, "query": query or item.get("query", "")})
+
+    def add(self, other: "ChunkResult") -> None:
+        self.rows.extend(other.rows)
+        self.dropped.update(other.dropped)
+        self.dropped_rows.extend(other.dropped_rows)
+        self.notes.update(other.notes)
+        self.failed += other.failed
+
+    @classmethod
+    def from_json(cls, data: dict) -> "ChunkResult":
+        return cls(rows=data["rows"], dropped=Counter(data["dropped"]), dropped_rows=data.get("dropped_rows", []),
+                   notes=Counter(data.get("notes", {})), failed=data["failed"])
+
+    def to_json(self, items: int) -> dict:
+        return {"rows": self.rows, "dropped": dict(self.dropped), "dropped_rows": self.dropped_rows,
+                "notes": dict(self.notes), "failed": self.failed, "items": items}
 
 
 def package_versions() -> dict:
@@ -167,7 +190,7 @@ class StageRun:
     def _prepare(self) -> None:
         manifest = read_manifest(self.dir)
         if self.args.overwrite:
-            for path in (self.chunks_dir, self.output, self.dir / MANIFEST):
+            for path in (self.chunks_dir, self.output, self.dir / DROPPED_FILE, self.dir / MANIFEST):
                 if path.is_dir():
                     shutil.rmtree(path)
                 elif path.exists():
@@ -215,14 +238,33 @@ class StageRun:
 
     # ------------------------------------------------------------------ the loop
     def run(self, items: list[dict], process_chunk: Callable[[list[dict], int], ChunkResult],
-            finalize: Callable[[list[dict], Counter], list[dict]] | None = None,
+            finalize: Callable[[list[dict], ChunkResult], list[dict]] | None = None,
             generator: Generator | None = None, desc: str | None = None) -> dict:
-        """Process every unfinished chunk, then write the output and the manifest. Returns the summary."""
+        """Process every unfinished chunk, then write the output and the manifest. Returns the summary.
+
+        ``finalize(rows, totals)`` sees every chunk's rows and may drop more (``totals.drop``) or refuse."""
         ids = [str(item["id"]) for item in items]
         if len(set(ids)) != len(ids):
             raise UserError("work items have duplicate ids")
         self._write_manifest("running")
         n_chunks = math.ceil(len(items) / self.args.chunk_size)
+        self._process_chunks(items, n_chunks, process_chunk, desc)
+        totals = ChunkResult()
+        for c in range(n_chunks):
+            totals.add(ChunkResult.from_json(json.loads(self.chunk_path(c).read_text())))
+        rows = finalize(totals.rows, totals) if finalize is not None else totals.rows
+        atomic_write_text(self.output, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        atomic_write_text(self.dir / DROPPED_FILE,
+                          "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in totals.dropped_rows))
+        counts = {"items": len(items), "kept": len(rows), "dropped": dict(sorted(totals.dropped.items())),
+                  "notes": dict(sorted(totals.notes.items())), "failed": totals.failed}
+        generation = generator.stats.as_dict() if generator is not None else {}
+        self._write_manifest("complete", counts, generation)
+        return {"stage": self.stage, "output": str(self.output), **counts, "generation": generation,
+                "wall_seconds": round(time.perf_counter() - self.started, 1)}
+
+    def _process_chunks(self, items: list[dict], n_chunks: int,
+                        process_chunk: Callable[[list[dict], int], ChunkResult], desc: str | None) -> None:
         todo = [c for c in range(n_chunks) if not self.chunk_path(c).is_file()]
         if len(todo) < n_chunks:
             logger.info("%s: resuming, %d of %d chunks already done", self.stage, n_chunks - len(todo), n_chunks)
@@ -231,32 +273,10 @@ class StageRun:
         try:
             for c in todo:
                 chunk = items[c * self.args.chunk_size:(c + 1) * self.args.chunk_size]
-                result = process_chunk(chunk, c)
-                atomic_write_json(self.chunk_path(c), {"rows": result.rows, "dropped": dict(result.dropped),
-                                                       "notes": dict(result.notes), "failed": result.failed,
-                                                       "items": len(chunk)}, indent=None)
+                atomic_write_json(self.chunk_path(c), process_chunk(chunk, c).to_json(len(chunk)), indent=None)
                 bar.update(len(chunk))
         finally:
             bar.close()
-        rows: list[dict] = []
-        dropped: Counter = Counter()
-        notes: Counter = Counter()
-        failed = 0
-        for c in range(n_chunks):
-            data = json.loads(self.chunk_path(c).read_text())
-            rows.extend(data["rows"])
-            dropped.update(data["dropped"])
-            notes.update(data.get("notes", {}))
-            failed += data["failed"]
-        if finalize is not None:
-            rows = finalize(rows, dropped)
-        atomic_write_text(self.output, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-        counts = {"items": len(items), "kept": len(rows), "dropped": dict(sorted(dropped.items())),
-                  "notes": dict(sorted(notes.items())), "failed": failed}
-        generation = generator.stats.as_dict() if generator is not None else {}
-        self._write_manifest("complete", counts, generation)
-        return {"stage": self.stage, "output": str(self.output), **counts, "generation": generation,
-                "wall_seconds": round(time.perf_counter() - self.started, 1)}
 
 
 def summary_paragraph(summary: dict) -> str:

@@ -12,16 +12,32 @@ nDCG@10, paired p-value against the base retriever) and ``comparisons`` (each wi
 from __future__ import annotations
 
 import json
+import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from data_generation.stage import DROPPED_FILE
 from inference.config import parse_args
 from inference.errors import UserError, run_cli
-from inference.io import atomic_write_json, atomic_write_text
+from inference.io import atomic_write_json, atomic_write_text, iter_jsonl
 
 SIZE_STAGES = {"queries": "synthetic/queries", "generator_data": "synthetic/generator_data",
                "retriever_data": "synthetic/retriever_data", "distill": "synthetic/distill"}
+SAMPLED_STAGES = ("queries", "retriever_data")  # the report shows which pseudo-queries were kept and dropped
+SAMPLE_SIZE = 3
+
+
+def _query_samples(stage_dir: Path, output_name: str) -> dict:
+    """A seeded sample of kept queries and, per drop reason, of dropped ones (from the stage's dropped.jsonl)."""
+    kept = [r["query"] for _, r in iter_jsonl(stage_dir / output_name)] if (stage_dir / output_name).is_file() else []
+    by_reason: dict[str, list[str]] = {}
+    if (stage_dir / DROPPED_FILE).is_file():
+        for _, row in iter_jsonl(stage_dir / DROPPED_FILE):
+            by_reason.setdefault(row["reason"], []).append(row["query"])
+    rng = random.Random(0)
+    pick = lambda qs: rng.sample(qs, min(SAMPLE_SIZE, len(qs)))  # noqa: E731
+    return {"kept": pick(kept), "dropped": {reason: pick(qs) for reason, qs in sorted(by_reason.items())}}
 
 
 def _rounds(run_dir: Path) -> list[int]:
@@ -34,9 +50,13 @@ def _sizes(run_dir: Path, k: int) -> dict:
         base = run_dir / ("round_1" if name == "queries" else f"round_{k}") / rel / "manifest.json"
         if base.is_file():
             m = json.loads(base.read_text())
-            sizes[name] = {"items": m["counts"].get("items"), "kept": m["counts"].get("kept"),
-                           "dropped": m["counts"].get("dropped"), **({"heldout": m["heldout"]["rows"]}
-                                                                      if "heldout" in m else {})}
+            counts = m["counts"]
+            sizes[name] = {"items": counts.get("items"), "kept": counts.get("kept"), "dropped": counts.get("dropped"),
+                           **({"heldout": m["heldout"]["rows"]} if "heldout" in m else {})}
+            if name in SAMPLED_STAGES:  # held-out queries were kept too, only set aside
+                kept = counts.get("kept", 0) + sizes[name].get("heldout", 0)
+                sizes[name]["kept_share"] = round(kept / counts["items"], 4) if counts.get("items") else None
+                sizes[name]["samples"] = _query_samples(base.parent, m["output"]["path"])
             if name == "distill":  # the teacher, and how many listwise rankings parsed (ok / partial / fallback)
                 notes = m["counts"].get("notes", {})
                 sizes[name]["teacher_scoring"] = m["parameters"].get("teacher_scoring", "listwise")
@@ -153,9 +173,25 @@ def _markdown(report: dict, per_round: dict, rounds: list[int]) -> str:
     lines += [f"| **total** | {report['total_seconds']:.0f} | {report['peak_rss_mib']} |", "", "## Sizes", ""]
     for rnd, sizes in report["sizes"].items():
         for stage, s in sizes.items():
-            lines.append(f"- {rnd} {stage}: {json.dumps(s)}")
+            lines.append(f"- {rnd} {stage}: {json.dumps({k: v for k, v in s.items() if k != 'samples'})}")
+    lines += _sample_lines(report)
     lines.append("")
     return "\n".join(lines)
+
+
+def _sample_lines(report: dict) -> list[str]:
+    lines = []
+    for rnd, sizes in report["sizes"].items():
+        for stage in SAMPLED_STAGES:
+            s = sizes.get(stage)
+            if not s or "samples" not in s:
+                continue
+            share = "—" if s["kept_share"] is None else f"{100 * s['kept_share']:.0f}%"
+            lines += ["", f"### {rnd} {stage.replace('_', ' ')}: {share} of {s['items']} kept", ""]
+            lines += [f"- kept: {q!r}" for q in s["samples"]["kept"]]
+            lines += [f"- dropped ({reason.replace('_', ' ')}): {q!r}"
+                      for reason, qs in s["samples"]["dropped"].items() for q in qs]
+    return ["", "## Pseudo-queries kept and dropped (seeded sample)", *lines] if lines else []
 
 
 def _plot(run_dir: Path, per_round: dict, rounds: list[int]) -> None:

@@ -105,3 +105,13 @@ def test_vllm_dtype_and_eager_defaults_follow_the_device():
     assert engine_settings("bf16", False, on_cuda=False) == ("bfloat16", False)
     with pytest.raises(UserError, match="dtype"):
         engine_settings("int3", None, on_cuda=True)
+
+
+def test_dev_ablation_config_parses_and_names_known_variant_keys():
+    from scripts.dev_ablation import DevAblationArguments
+
+    args = parse_args(DevAblationArguments, ["--config", str(REPO / "configs/cpu-demo/dev_ablation.yaml")])
+    assert args.split == "train" and len(args.variants) >= 2
+    with pytest.raises(Exception, match="never on test"):
+        parse_args(DevAblationArguments, ["--config", str(REPO / "configs/cpu-demo/dev_ablation.yaml"),
+                                          "--split", "test"])

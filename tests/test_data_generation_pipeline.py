@@ -111,6 +111,41 @@ def test_manifests_record_inputs_models_counts(pipeline):
     assert sum(ranking.values()) == json.loads((pipeline / "distill" / "manifest.json").read_text())["counts"]["kept"]
 
 
+def test_every_dropped_item_is_listed_with_its_reason(pipeline):
+    """dropped.jsonl beside each output names every item that produced no row, with the manifest's reasons."""
+    from collections import Counter
+
+    for folder, output in [("queries", "queries.jsonl"), ("generator", "train.jsonl"), ("retriever", "train.jsonl"),
+                           ("distill", "train_distill.jsonl")]:
+        m = json.loads((pipeline / folder / "manifest.json").read_text())
+        dropped = read_jsonl(pipeline / folder / "dropped.jsonl") if m["counts"]["dropped"] else []
+        assert Counter(d["reason"] for d in dropped) == Counter(m["counts"]["dropped"]), folder
+        kept_ids = {r["id"] for r in read_jsonl(pipeline / folder / output)}
+        if folder == "queries":
+            kept_ids |= {r["id"] for r in read_jsonl(pipeline / folder / "heldout.jsonl")}
+        assert not kept_ids & {d["id"] for d in dropped}
+        assert len(kept_ids) + len(dropped) == m["counts"]["items"], folder
+    queries = json.loads((pipeline / "queries" / "manifest.json").read_text())
+    assert queries["counts"]["dropped"], "the slice's query stage drops nothing: this test checks too little"
+
+
+def test_round_trip_filter_keeps_exactly_the_queries_whose_source_the_retriever_ranks_in_its_top_k(
+        pipeline, slice_dir, tmp_path):
+    unfiltered = {r["id"]: r["pos_rank"] for r in read_jsonl(pipeline / "retriever" / "train.jsonl")}
+    k = 1  # the 30-document slice: most sources rank first, a few do not
+    out = tmp_path / "filtered"
+    proc = run_module("data_generation.generate_retriever_data",
+                      *stage_cmd("generate_retriever_data", pipeline, out, slice_dir), "--filter_data", "true",
+                      "--filter_num", str(k))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    kept = {r["id"] for r in read_jsonl(out / "train.jsonl")}
+    failed = {d["id"] for d in read_jsonl(out / "dropped.jsonl") if d["reason"] == "failed_round_trip"}
+    assert kept == {i for i, rank in unfiltered.items() if 0 <= rank < k}
+    assert failed == {i for i, rank in unfiltered.items() if not 0 <= rank < k}
+    assert kept and failed, f"pos_ranks {unfiltered}: choose k so that the filter both keeps and drops"
+    assert json.loads((out / "manifest.json").read_text())["counts"]["dropped"]["failed_round_trip"] == len(failed)
+
+
 def test_llamafactory_accepts_the_preference_data(pipeline, tmp_path):
     """Load the pairs with LLaMA-Factory's own dataset pipeline (DPO stage), as llamafactory-cli would."""
     llama_dir = pipeline / "generator" / "llamafactory"

@@ -3,6 +3,7 @@ tree, manifests, report, rerun skips finished steps; and round.sh on the same ru
 import csv
 import json
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -19,7 +20,8 @@ TINY = {
                 "quality_control": False, "max_new_tokens": 24, "chunk_size": 4},
     "generator_data": {"dpo_num": 2, "threshold": 1.0, "use_rule1": False, "max_new_tokens": 16, "chunk_size": 4},
     "train_generator": {"template": "smollm2", "max_steps": 2, "per_device_train_batch_size": 2, "cutoff_len": 256},
-    "retriever_data": {"num_negatives": 4, "neg_window": 8, "max_new_tokens": 16, "chunk_size": 4},
+    "retriever_data": {"num_negatives": 4, "neg_window": 8, "max_new_tokens": 16, "chunk_size": 4,
+                       "filter_data": True, "filter_num": 3},
     "distill": {"max_candidates": 4, "passage_max_tokens": 32, "teacher_scoring": "query_likelihood", "chunk_size": 4},
     "train_retriever": {"train_group_size": 3, "query_max_len": 32, "passage_max_len": 64,
                         "per_device_train_batch_size": 2, "max_steps": 2, "knowledge_distillation": True,
@@ -118,8 +120,19 @@ def test_report(run):
     assert teacher["teacher_scoring"] == "query_likelihood"
     assert teacher["rankings"] == {"scored": distill["counts"]["items"]}
     assert report["heldout_pseudo_queries"]["round_1"] is not None
+    synthetic = run["run_dir"] / "round_1" / "synthetic"
+    for stage, folder, output in [("queries", "queries", "queries.jsonl"),
+                                  ("retriever_data", "retriever_data", "train.jsonl")]:
+        sizes, m = report["sizes"]["round_1"][stage], json.loads((synthetic / folder / "manifest.json").read_text())
+        assert sizes["kept_share"] == round((m["counts"]["kept"] + m.get("heldout", {}).get("rows", 0))
+                                            / m["counts"]["items"], 4)
+        kept = {json.loads(line)["query"] for line in (synthetic / folder / output).read_text().splitlines()}
+        assert sizes["samples"]["kept"] and set(sizes["samples"]["kept"]) <= kept
+        dropped = [json.loads(line) for line in (synthetic / folder / "dropped.jsonl").read_text().splitlines()]
+        for reason, sample in sizes["samples"]["dropped"].items():
+            assert sample and set(sample) <= {d["query"] for d in dropped if d["reason"] == reason}
     md = (run["run_dir"] / "report.md").read_text()
-    assert "**after**" in md and "HyDE" in md and "## Timings" in md
+    assert "**after**" in md and "HyDE" in md and "## Timings" in md and "Pseudo-queries kept and dropped" in md
     assert "with statistics" in md and "Label-free choice" in md
 
 
@@ -209,3 +222,39 @@ def test_round_sh_names_the_failing_step(run, tmp_path):
                         capture_output=True, text=True, timeout=300)
     assert sh.returncode == 1 and "step 'queries' failed" in sh.stderr
     assert "dataset folder not found" in sh.stderr
+
+
+def test_dev_ablation_retrains_per_variant_on_the_rounds_rows_and_scores_on_train_qrels(run, slice_with_qrels,
+                                                                                          tmp_path):
+    """scripts.dev_ablation on the finished round: a round-trip variant trains on exactly the mined rows whose
+    source ranked in the top k, is scored on train-qrels dev queries with a paired p-value against the base, and a
+    rerun reuses finished variants. Test qrels are refused."""
+    dev_data = tmp_path / "data"
+    shutil.copytree(slice_with_qrels, dev_data)
+    shutil.copy(dev_data / "qrels" / "test.tsv", dev_data / "qrels" / "train.tsv")  # stand-in train qrels
+    profile = yaml.safe_load(run["config"].read_text())
+    profile["dataset_path"] = str(dev_data)
+    (tmp_path / "profile.yaml").write_text(yaml.safe_dump(profile))
+    ablation = {"run_config": str(tmp_path / "profile.yaml"), "output_dir": str(tmp_path / "ablation"),
+                "max_queries": 6, "corpus_sample": 10,
+                "variants": {"base": {"train": False},
+                             "round trip k=1": {"round_trip": 1, "train_retriever": {"knowledge_distillation": False}}}}
+    (tmp_path / "ablation.yaml").write_text(yaml.safe_dump(ablation, sort_keys=False))
+    proc = run_module("scripts.dev_ablation", "--config", str(tmp_path / "ablation.yaml"), timeout=900)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    mined = [json.loads(line) for line in (run["run_dir"] / "round_1" / "synthetic" / "retriever_data" /
+                                             "train.jsonl").read_text().splitlines()]
+    folder = tmp_path / "ablation" / "variants" / "round_trip_k=1"
+    trained_on = [json.loads(line)["id"] for line in (folder / "train.jsonl").read_text().splitlines()]
+    assert trained_on == [r["id"] for r in mined if r["pos_rank"] == 0]
+    assert json.loads((folder / "retriever" / "manifest.json").read_text())["status"] == "complete"
+    results = json.loads((tmp_path / "ablation" / "results.json").read_text())["variants"]
+    assert [r["name"] for r in results] == ["base", "round trip k=1"] and results[1]["rows"] == len(trained_on)
+    dev = json.loads((folder / "dev.json").read_text())
+    assert dev["run"]["split"] == "train" and dev["run"]["queries_evaluated"] == 6
+    assert results[1]["ndcg@10"] == dev["methods"]["raw"]["ndcg@10"] and 0 < results[1]["vs_base"]["p_value"] <= 1
+    assert "| round trip k=1 |" in (tmp_path / "ablation" / "results.md").read_text()
+    again = run_module("scripts.dev_ablation", "--config", str(tmp_path / "ablation.yaml"), timeout=600)
+    assert again.returncode == 0 and "evaluation.evaluate" not in again.stdout  # finished variants are reused
+    refused = run_module("scripts.dev_ablation", "--config", str(tmp_path / "ablation.yaml"), "--split", "test")
+    assert refused.returncode == 2 and "never on test" in refused.stderr

@@ -1,0 +1,208 @@
+"""Choose a profile's retriever settings on the *train* qrels, never on test: retrain the round's retriever under
+each variant and score it on a dev set of train queries.
+
+    python -m scripts.dev_ablation --config configs/cpu-demo/dev_ablation.yaml
+
+Needs a finished first round of the profile (``make demo`` writes one): its mined rows
+(``synthetic/retriever_data/train.jsonl``, each with the rank at which the base retriever found its source) and
+its generator. A variant may
+- filter the rows by round trip (``round_trip: k`` keeps a pseudo-query whose source ranked in the top k, exactly
+  what ``generate_retriever_data --filter_data true --filter_num k`` keeps),
+- score them with a teacher (``teacher: listwise | query_likelihood``: the distill stage run with the round's
+  generator, once per teacher),
+- override the profile's ``train_retriever`` settings,
+- or not train at all (``train: false``: the base retriever).
+Each trained variant runs the real trainer (torchrun) from the base retriever, then ``evaluation.evaluate`` on the
+dev set: ``max_queries`` seeded train queries against their judged documents plus ``corpus_sample`` seeded others.
+Absolute dev scores are higher than full-corpus ones; only the differences count, and each row carries a paired
+p-value against the base retriever. Output: ``results.json`` and ``results.md`` in ``output_dir``; finished
+variants are reused when their settings and rows are unchanged.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import yaml
+
+from data_generation.stage import require_complete_stage
+from evaluation.stats import compare
+from inference.config import parse_args
+from inference.errors import UserError, run_cli
+from inference.io import atomic_write_json, atomic_write_text, file_sha256, iter_jsonl
+
+from .self_boost import SelfBoostConfig, round_dir
+
+logger = logging.getLogger(__name__)
+VARIANT_KEYS = {"train", "round_trip", "teacher", "train_retriever"}
+TEACHERS = ("listwise", "query_likelihood")
+
+
+@dataclass
+class DevAblationArguments:
+    """Retrain the round's retriever per variant and score each on train-qrels dev queries."""
+    run_config: str = field(default="", metadata={"help": "the self-boost profile whose round 1 is ablated"})
+    output_dir: str = field(default="", metadata={"help": "everything this ablation writes"})
+    split: str = field(default="train", metadata={"help": "qrels split of the dev queries (never test)"})
+    max_queries: int = 400
+    corpus_sample: int = 1200
+    seed: int = 0
+    hybrid_weight: float = field(default=0.5, metadata={"help": "BM25's share in the hybrid row (minmax)"})
+    variants: dict = field(default_factory=dict, metadata={"help": "name → {train, round_trip, teacher, "
+                                                                     "train_retriever}"})
+
+    def validate(self) -> None:
+        for name in ("run_config", "output_dir"):
+            if not getattr(self, name):
+                raise UserError("required", field=name)
+        if self.split == "test":
+            raise UserError("settings are chosen on train (or dev) qrels, never on test", field="split")
+        if not self.variants:
+            raise UserError("name at least one variant", field="variants")
+        for name, spec in self.variants.items():
+            spec = spec or {}
+            if unknown := sorted(set(spec) - VARIANT_KEYS):
+                raise UserError(f"unknown key(s) {', '.join(unknown)}", field=f"variants.{name}")
+            if spec.get("teacher") not in (None, *TEACHERS):
+                raise UserError(f"must be one of {', '.join(TEACHERS)}", field=f"variants.{name}.teacher")
+
+
+def run_module(module: str, argv: list[str], torchrun: int = 0) -> None:
+    """Run one of the project's CLIs as a user does; its own one-line error stops the ablation."""
+    if torchrun > 1:
+        cmd = [str(Path(sys.executable).with_name("torchrun")), "--nproc_per_node", str(torchrun),
+               "--master_port", str(29500 + os.getpid() % 400), "-m", module, *argv]
+    else:
+        cmd = [sys.executable, "-m", module, *argv]
+    print("+ " + " ".join(cmd), flush=True)
+    if subprocess.run(cmd).returncode != 0:
+        raise UserError(f"{module} failed (its message is above)")
+
+
+def teacher_rows(args: DevAblationArguments, cfg: SelfBoostConfig, teacher: str) -> Path:
+    """The round's mined rows scored by the round's generator (the distill stage, resumable)."""
+    r = round_dir(cfg, 1)
+    out = Path(args.output_dir) / f"distill-{teacher}"
+    options = {**cfg.distill, "teacher_scoring": teacher, "task": cfg.task, "seed": cfg.seed,
+               "generator_backend": cfg.generator_backend, "generator": str(r / "generator" / "merged_model"),
+               "retriever_data_path": str(r / "synthetic" / "retriever_data" / "train.jsonl"),
+               "output_dir": str(out), "max_fallback_share": 1.0}  # listwise fallbacks are reported, not refused
+    config = out.with_suffix(".yaml")
+    atomic_write_text(config, yaml.safe_dump(options, sort_keys=False))
+    run_module("data_generation.generate_retriever_distill_data", ["--config", str(config)])
+    return out / "train_distill.jsonl"
+
+
+def variant_rows(args: DevAblationArguments, cfg: SelfBoostConfig, spec: dict, folder: Path) -> Path:
+    mined = round_dir(cfg, 1) / "synthetic" / "retriever_data" / "train.jsonl"
+    source = teacher_rows(args, cfg, spec["teacher"]) if spec.get("teacher") else mined
+    k = spec.get("round_trip")
+    if k is None:
+        return source
+    rank = {row["id"]: row["pos_rank"] for _, row in iter_jsonl(mined)}
+    kept = [row for _, row in iter_jsonl(source) if 0 <= rank[row["id"]] < k]
+    path = folder / "train.jsonl"
+    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept))
+    return path
+
+
+def evaluate(args: DevAblationArguments, cfg: SelfBoostConfig, retriever: str, output: Path) -> dict:
+    if not output.is_file():
+        run_module("evaluation.evaluate", [
+            "--dataset", cfg.dataset_path, "--split", args.split, "--retriever", retriever, "--methods", "raw,hybrid",
+            "--fusion_weight", str(args.hybrid_weight), "--max_queries", str(args.max_queries),
+            "--corpus_sample", str(args.corpus_sample), "--seed", str(args.seed), "--embedding_cache", "none",
+            "--output", str(output)])
+    return json.loads(output.read_text())
+
+
+def run_variant(args: DevAblationArguments, cfg: SelfBoostConfig, name: str, spec: dict) -> dict:
+    folder = Path(args.output_dir) / "variants" / re.sub(r"[^A-Za-z0-9=.-]+", "_", name).strip("_")
+    if not spec.get("train", True):
+        return {"name": name, "trained": False, "rows": 0,
+                "dev": evaluate(args, cfg, cfg.base_retriever, folder / "dev.json")}
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = variant_rows(args, cfg, spec, folder)
+    identity = {"spec": spec, "train_retriever": cfg.train_retriever, "base_retriever": cfg.base_retriever,
+                "rows_sha256": file_sha256(rows), "seed": cfg.seed, "dev": [args.split, args.max_queries,
+                                                                             args.corpus_sample, args.seed]}
+    record = folder / "variant.json"
+    if record.is_file() and json.loads(record.read_text()) != identity:  # settings or rows changed: redo it
+        shutil.rmtree(folder / "retriever", ignore_errors=True)
+        (folder / "dev.json").unlink(missing_ok=True)
+    atomic_write_json(record, identity)
+    options = {"model_name_or_path": cfg.base_retriever, "seed": cfg.seed, "use_cpu": True, "train_data": [str(rows)],
+               "output_dir": str(folder / "retriever"), **cfg.train_retriever, **(spec.get("train_retriever") or {})}
+    if options.get("knowledge_distillation") and not spec.get("teacher"):
+        raise UserError("knowledge_distillation needs teacher scores: add teacher: listwise | query_likelihood",
+                        field=f"variants.{name}")
+    atomic_write_text(folder / "train_retriever.yaml", yaml.safe_dump(options, sort_keys=False))
+    run_module("finetune.retriever.train", ["--config", str(folder / "train_retriever.yaml")], cfg.nproc_per_node)
+    n_rows = sum(1 for _ in iter_jsonl(rows))
+    return {"name": name, "trained": True, "rows": n_rows, "dev": evaluate(args, cfg, str(folder / "retriever"), folder / "dev.json")}
+
+
+def summarise(results: list[dict]) -> list[dict]:
+    """Each variant against the base retriever and against the first trained variant (the profile as it is)."""
+    base = next((r for r in results if not r["trained"]), results[0])
+    reference = next((r for r in results if r["trained"]), None)
+    table = []
+    for r in results:
+        per_query = r["dev"]["per_query_ndcg@10"]["raw"]
+        row = {"name": r["name"], "rows": r["rows"], "ndcg@10": r["dev"]["methods"]["raw"]["ndcg@10"],
+               "hybrid_ndcg@10": r["dev"]["methods"]["hybrid"]["ndcg@10"]}
+        for label, other in (("base", base), ("reference", reference)):
+            if other is not None and other is not r:
+                vs = compare(r["name"], per_query, other["name"], other["dev"]["per_query_ndcg@10"]["raw"])
+                row[f"vs_{label}"] = {"name": other["name"], "delta": vs.delta, "p_value": vs.p_value,
+                                      "delta_ci95": list(vs.delta_ci95)}
+        table.append(row)
+    return table
+
+
+def _stats(row: dict, label: str, interval: bool) -> str:
+    vs = row.get(f"vs_{label}")
+    if vs is None:
+        return "— | — | —" if interval else "— | —"
+    lo, hi = vs["delta_ci95"]
+    ci = f" | [{100 * lo:+.2f}, {100 * hi:+.2f}]" if interval else ""
+    return f"{100 * vs['delta']:+.2f}{ci} | {vs['p_value']:.3g}"
+
+
+def markdown(args: DevAblationArguments, table: list[dict]) -> str:
+    reference = next((r["vs_reference"]["name"] for r in table if "vs_reference" in r), "—")
+    lines = [f"Dev set: {args.max_queries} seeded {args.split} queries (seed {args.seed}), their judged documents "
+             f"plus {args.corpus_sample} seeded others. Hybrid: minmax, BM25 weight {args.hybrid_weight:g}. "
+             f"Reference row: {reference}.", "",
+             "| variant | rows | dev nDCG@10 | Δ vs base (points) | 95% CI | p | Δ vs reference | p | hybrid nDCG@10 |",
+             "|---|---:|---:|---:|---|---:|---:|---:|---:|"]
+    for r in table:
+        lines.append(f"| {r['name']} | {r['rows']} | {r['ndcg@10']:.4f} | {_stats(r, 'base', True)} | "
+                     f"{_stats(r, 'reference', False)} | {r['hybrid_ndcg@10']:.4f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Sequence[str]) -> int:
+    args = parse_args(DevAblationArguments, argv, prog="python -m scripts.dev_ablation")
+    cfg = parse_args(SelfBoostConfig, ["--config", args.run_config], prog="run_config")
+    require_complete_stage(round_dir(cfg, 1) / "synthetic" / "retriever_data" / "train.jsonl",
+                           "generate_retriever_data")
+    results = [run_variant(args, cfg, name, spec or {}) for name, spec in args.variants.items()]
+    table = summarise(results)
+    atomic_write_json(Path(args.output_dir) / "results.json", {"arguments": vars(args), "variants": table})
+    md = markdown(args, table)
+    atomic_write_text(Path(args.output_dir) / "results.md", md)
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)
