@@ -68,6 +68,11 @@ class RetrieverDataArguments(RetrieverArguments, StageArguments):
             raise UserError("must be two increasing ranks, e.g. [30, 200]", field="fallback_range")
 
 
+def passes_round_trip(pos_rank: int, k: int) -> bool:
+    """Promptagator's round trip: the source ranked in the top ``k`` (0-based ranks 0 .. k-1; −1 = not retrieved)."""
+    return 0 <= pos_rank < k
+
+
 def mine_negatives(ids: np.ndarray, scores: np.ndarray, pos_index: int, n_docs: int, args: RetrieverDataArguments,
                    rng: random.Random) -> tuple[list[int], int]:
     """Negative corpus indices (best-ranked first) and the positive's rank (−1 when not retrieved)."""
@@ -138,7 +143,7 @@ def run(args: RetrieverDataArguments) -> dict:
             pos = position[row["doc_id"]]
             negs, pos_rank = mine_negatives(q_ids[i], q_scores[i], pos, len(doc_ids), args, rng)
             neg_answer, _ = mine_negatives(a_ids[i], a_scores[i], pos, len(doc_ids), args, rng)
-            if args.filter_data and not 0 <= pos_rank < args.filter_num:
+            if args.filter_data and not passes_round_trip(pos_rank, args.filter_num):
                 result.drop("failed_round_trip", row)
                 continue
             if not negs:

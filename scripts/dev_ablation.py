@@ -33,6 +33,7 @@ from typing import Sequence
 
 import yaml
 
+from data_generation.generate_retriever_data import passes_round_trip
 from data_generation.stage import require_complete_stage
 from evaluation.stats import compare
 from inference.config import parse_args
@@ -108,7 +109,7 @@ def variant_rows(args: DevAblationArguments, cfg: SelfBoostConfig, spec: dict, f
     if k is None:
         return source
     rank = {row["id"]: row["pos_rank"] for _, row in iter_jsonl(mined)}
-    kept = [row for _, row in iter_jsonl(source) if 0 <= rank[row["id"]] < k]
+    kept = [row for _, row in iter_jsonl(source) if passes_round_trip(rank[row["id"]], k)]
     path = folder / "train.jsonl"
     atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept))
     return path

@@ -6,7 +6,7 @@ import pytest
 
 from data_generation.generate_generator_data import GeneratorDataArguments, select_pair
 from data_generation.generate_queries import parse_qc_reply
-from data_generation.generate_retriever_data import RetrieverDataArguments, mine_negatives
+from data_generation.generate_retriever_data import RetrieverDataArguments, mine_negatives, passes_round_trip
 from data_generation.generate_retriever_distill_data import parse_ranking, teacher_rows
 from data_generation.text import (clean_generated_query, copies_document, is_repetitive, mentions_source,
                                   truncate_to_tokens)
@@ -54,6 +54,15 @@ def test_missing_positive_falls_back_to_fallback_ranks_and_ignores_padding():
     negs, rank = mine_negatives(ids, scores, 6, 10, _mining_args(), random.Random(0))
     assert rank == -1 and len(negs) == 3 and set(negs) <= {5, 1, 2, 8} and -1 not in negs
     assert negs == sorted(negs, key=lambda i: list(ids).index(i))  # kept in rank order
+
+
+@pytest.mark.parametrize("pos_rank, k, kept", [
+    (0, 1, True), (19, 20, True),      # the k-th best is rank k-1: kept
+    (1, 1, False), (20, 20, False),    # rank k is one past the top k
+    (-1, 20, False),                   # the source was not retrieved at all
+])
+def test_round_trip_keeps_exactly_ranks_below_k(pos_rank, k, kept):
+    assert passes_round_trip(pos_rank, k) is kept
 
 
 def test_positive_never_among_negatives_in_a_tiny_corpus():
