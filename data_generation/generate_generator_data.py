@@ -25,10 +25,11 @@ import numpy as np
 
 from inference.errors import UserError, run_cli
 from inference.io import atomic_write_json
+from inference.manifest import input_record
 from inference.prompts import generator_prompt, get_task
 
 from .retriever_args import RetrieverArguments, build_retriever, encode_augmentations
-from .stage import (ChunkResult, StageArguments, StageRun, build_generator, input_record, load_rows,
+from .stage import (ChunkResult, StageArguments, StageRun, build_generator, load_rows,
                     require_complete_stage, stage_main)
 
 logger = logging.getLogger(__name__)

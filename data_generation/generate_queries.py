@@ -20,9 +20,10 @@ from evaluation.data import load_dataset
 from inference.embedder import document_text
 from inference.errors import UserError, run_cli
 from inference.io import atomic_write_text
+from inference.manifest import input_record
 from inference.prompts import get_task, quality_control_prompt, query_generation_prompt
 
-from .stage import ChunkResult, StageArguments, StageRun, build_generator, input_record, stage_main
+from .stage import ChunkResult, StageArguments, StageRun, build_generator, stage_main
 from .text import (clean_generated_query, copies_document, is_repetitive, mentions_source, normalize_for_dedup,
                    truncate_to_tokens, word_count)
 
@@ -79,6 +80,69 @@ def sample_documents(corpus: dict[str, dict], args: GenerateQueriesArguments) ->
     return random.Random(args.seed).sample(ids, n)
 
 
+def query_prompts(chunk: list[dict], passages: list[str], args: GenerateQueriesArguments, task, tokenizer
+                  ) -> list[str]:
+    prompts = []
+    for it, passage in zip(chunk, passages):
+        rng = random.Random(f"{args.seed}:{it['doc_id']}")  # per-document draws, independent of chunking
+        prompts.append(query_generation_prompt(truncate_to_tokens(passage, args.max_passage_tokens, tokenizer),
+                                               task, rng, args.use_examples, args.prompt_style))
+    return prompts
+
+
+def query_drop_reason(query: str, passage: str, args: GenerateQueriesArguments, task) -> str | None:
+    """Why a generated query is unusable (its reason in ``dropped.jsonl``), or None to keep it."""
+    if word_count(query) < args.min_query_words:
+        return "empty"
+    if word_count(query) > args.max_query_words:
+        return "too_long"
+    if copies_document(query, passage):
+        return "copies_document"
+    if is_repetitive(query):
+        return "repetitive"
+    if mentions_source(query, task.passage_type):
+        return "mentions_the_passage"
+    return None
+
+
+def quality_control(generator, candidates: list[dict], args: GenerateQueriesArguments, task, tokenizer, seed: int,
+                    result: ChunkResult) -> list[dict]:
+    """The generator's yes/no judgement of each (query, passage); unparsable or rejected ones are dropped."""
+    prompts = [quality_control_prompt(c["query"], truncate_to_tokens(c["passage"], args.max_passage_tokens,
+                                                                     tokenizer), task) for c in candidates]
+    kept = []
+    for cand, reply in zip(candidates, generator.generate(prompts, n=1, temperature=0.0, max_new_tokens=4,
+                                                          seed=seed)):
+        verdict = parse_qc_reply(reply[0])
+        if verdict is None:
+            result.drop("qc_unparsable", cand)
+        elif verdict == 0:
+            result.drop("qc_rejected", cand)
+        else:
+            kept.append(cand)
+    return kept
+
+
+def drop_duplicates(rows: list[dict], totals: ChunkResult) -> list[dict]:
+    seen, kept = set(), []
+    for row in rows:
+        key = normalize_for_dedup(row["query"])
+        if key in seen:
+            totals.drop("duplicate", row)
+        else:
+            seen.add(key)
+            kept.append(row)
+    return kept
+
+
+def heldout_ids(rows: list[dict], args: GenerateQueriesArguments) -> set[str]:
+    """A seeded share of the pseudo-queries kept out of training: the label-free signal of each round."""
+    if args.holdout_fraction <= 0 or len(rows) <= 1:
+        return set()
+    n = max(1, int(round(args.holdout_fraction * len(rows))))
+    return set(random.Random(f"{args.seed}:holdout").sample([r["id"] for r in rows], n))
+
+
 def run(args: GenerateQueriesArguments) -> dict:
     task = get_task(args.task)
     ds = load_dataset(args.dataset_path, split=None)
@@ -95,62 +159,26 @@ def run(args: GenerateQueriesArguments) -> dict:
     def process(chunk: list[dict], index: int) -> ChunkResult:
         result = ChunkResult()
         passages = [document_text(ds.corpus[it["doc_id"]]) for it in chunk]
-        prompts = []
-        for it, passage in zip(chunk, passages):
-            rng = random.Random(f"{args.seed}:{it['doc_id']}")  # per-document draws, independent of chunking
-            prompts.append(query_generation_prompt(truncate_to_tokens(passage, args.max_passage_tokens, tokenizer),
-                                                   task, rng, args.use_examples, args.prompt_style))
-        outputs = generator.generate(prompts, n=1, temperature=args.temperature, top_p=args.top_p,
+        outputs = generator.generate(query_prompts(chunk, passages, args, task, tokenizer), n=1,
+                                     temperature=args.temperature, top_p=args.top_p,
                                      max_new_tokens=args.max_new_tokens, seed=args.seed + index)
-        candidates = []
         for it, passage, out in zip(chunk, passages, outputs):
             query = clean_generated_query(out[0])
-            if word_count(query) < args.min_query_words:
-                result.drop("empty", it, query)
-            elif word_count(query) > args.max_query_words:
-                result.drop("too_long", it, query)
-            elif copies_document(query, passage):
-                result.drop("copies_document", it, query)
-            elif is_repetitive(query):
-                result.drop("repetitive", it, query)
-            elif mentions_source(query, task.passage_type):
-                result.drop("mentions_the_passage", it, query)
+            if reason := query_drop_reason(query, passage, args, task):
+                result.drop(reason, it, query)
             else:
-                candidates.append({"id": it["id"], "query": query, "doc_id": it["doc_id"], "passage": passage})
-        if args.quality_control and candidates:
-            qc_prompts = [quality_control_prompt(c["query"], truncate_to_tokens(
-                c["passage"], args.max_passage_tokens, tokenizer), task) for c in candidates]
-            replies = generator.generate(qc_prompts, n=1, temperature=0.0, max_new_tokens=4, seed=args.seed + index)
-            kept = []
-            for cand, reply in zip(candidates, replies):
-                verdict = parse_qc_reply(reply[0])
-                if verdict is None:
-                    result.drop("qc_unparsable", cand)
-                elif verdict == 0:
-                    result.drop("qc_rejected", cand)
-                else:
-                    kept.append(cand)
-            candidates = kept
-        result.rows = candidates
+                result.rows.append({"id": it["id"], "query": query, "doc_id": it["doc_id"], "passage": passage})
+        if args.quality_control and result.rows:
+            result.rows = quality_control(generator, result.rows, args, task, tokenizer, args.seed + index, result)
         return result
 
     def drop_duplicates_and_hold_out(rows: list[dict], totals: ChunkResult) -> list[dict]:
-        seen, kept = set(), []
-        for row in rows:
-            key = normalize_for_dedup(row["query"])
-            if key in seen:
-                totals.drop("duplicate", row)
-                continue
-            seen.add(key)
-            kept.append(row)
-        heldout_ids = set()
-        if args.holdout_fraction > 0 and len(kept) > 1:
-            n = max(1, int(round(args.holdout_fraction * len(kept))))
-            heldout_ids = set(random.Random(f"{args.seed}:holdout").sample([r["id"] for r in kept], n))
-        heldout = [r for r in kept if r["id"] in heldout_ids]
+        kept = drop_duplicates(rows, totals)
+        held = heldout_ids(kept, args)
+        heldout = [r for r in kept if r["id"] in held]
         atomic_write_text(stage.dir / HELDOUT_FILE, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in heldout))
         stage.extra["heldout"] = {"path": HELDOUT_FILE, "rows": len(heldout)}
-        return [r for r in kept if r["id"] not in heldout_ids]
+        return [r for r in kept if r["id"] not in held]
 
     return stage.run(items, process, finalize=drop_duplicates_and_hold_out, generator=generator,
                      desc="pseudo-queries")

@@ -25,11 +25,12 @@ from evaluation.data import load_dataset
 from evaluation.search import encode_corpus_cached, resolve_embedding_cache
 from inference.embedder import document_text
 from inference.errors import UserError, run_cli
+from inference.manifest import input_record
 from inference.prompts import generator_prompt, get_task
 from inference.search import exact_search
 
 from .retriever_args import RetrieverArguments, build_retriever, encode_augmentations
-from .stage import (ChunkResult, StageArguments, StageRun, build_generator, input_record, load_rows,
+from .stage import (ChunkResult, StageArguments, StageRun, build_generator, load_rows,
                     require_complete_stage, stage_main)
 
 logger = logging.getLogger(__name__)

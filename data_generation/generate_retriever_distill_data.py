@@ -28,9 +28,10 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from inference.errors import UserError, run_cli
+from inference.manifest import input_record
 from inference.prompts import listwise_rank_prompt, query_likelihood_prompt
 
-from .stage import (ChunkResult, StageArguments, StageRun, build_generator, input_record, load_rows,
+from .stage import (ChunkResult, StageArguments, StageRun, build_generator, load_rows,
                     require_complete_stage, stage_main)
 from .text import truncate_to_tokens
 
@@ -98,71 +99,82 @@ def teacher_rows(row: dict, order: list[int], relabel: bool, scores: list[float]
     return out
 
 
-def run(args: DistillDataArguments) -> dict:
-    data_manifest = require_complete_stage(args.retriever_data_path, "generate_retriever_data")
+def load_retriever_rows(args: DistillDataArguments) -> list[dict]:
     rows = load_rows(args.retriever_data_path, ("id", "query", "pos", "neg"))
     for lineno, row in enumerate(rows, start=1):
         if not isinstance(row["pos"], list) or not row["pos"] or not isinstance(row["neg"], list):
             raise UserError("pos must be a non-empty list and neg a list", file=args.retriever_data_path,
                             line=lineno, field="pos")
-    stage = StageRun(STAGE, args, "train_distill.jsonl", {"retriever_data": input_record(args.retriever_data_path),
-                                                          "corpus": data_manifest["inputs"]["corpus"]})
-    if (skipped := stage.skipped_summary()) is not None:
-        return skipped
-    generator = build_generator(args)
-    tokenizer = getattr(generator, "tokenizer", None)
-    stage.models = {"generator": generator.describe(), "mining_retriever": data_manifest["models"].get("retriever")}
+    return rows
 
-    def candidates(row: dict) -> tuple[dict, list[str]]:
-        trimmed = dict(row, neg=row["neg"][:args.max_candidates - 1])
-        return trimmed, [truncate_to_tokens(p, args.passage_max_tokens, tokenizer)
+
+class GeneratorTeacher:
+    """The generator's preference over each row's candidates (positive first, then the mined negatives)."""
+
+    def __init__(self, generator, args: DistillDataArguments):
+        self.generator, self.args = generator, args
+        self.tokenizer = getattr(generator, "tokenizer", None)
+
+    def candidates(self, row: dict) -> tuple[dict, list[str]]:
+        a = self.args
+        trimmed = dict(row, neg=row["neg"][:a.max_candidates - 1])
+        return trimmed, [truncate_to_tokens(p, a.passage_max_tokens, self.tokenizer)
                          for p in trimmed["pos"][:1] + trimmed["neg"]]
 
-    def rank_listwise(chunk: list[dict], index: int) -> ChunkResult:
-        result = ChunkResult()
-        trimmed, prompts = [], []
-        for row in chunk:
-            t, passages = candidates(row)
-            trimmed.append(t)
-            prompts.append(listwise_rank_prompt(row["query"], passages))
-        replies = generator.generate(prompts, n=1, temperature=args.temperature, top_p=args.top_p,
-                                     max_new_tokens=args.max_new_tokens, seed=args.seed + index)
-        for row, reply in zip(trimmed, replies):
+    def rank_listwise(self, chunk: list[dict], index: int) -> ChunkResult:
+        a, result = self.args, ChunkResult()
+        trimmed = [self.candidates(row) for row in chunk]
+        prompts = [listwise_rank_prompt(t["query"], passages) for t, passages in trimmed]
+        replies = self.generator.generate(prompts, n=1, temperature=a.temperature, top_p=a.top_p,
+                                          max_new_tokens=a.max_new_tokens, seed=a.seed + index)
+        for (row, _), reply in zip(trimmed, replies):
             order, status = parse_ranking(reply[0], 1 + len(row["neg"]))
             result.notes[f"ranking_{status}"] += 1
-            result.rows.append({**teacher_rows(row, order, args.relabel_positive_from_ranking),
+            result.rows.append({**teacher_rows(row, order, a.relabel_positive_from_ranking),
                                 "ranking_status": status})
         return result
 
-    def score_likelihood(chunk: list[dict], index: int) -> ChunkResult:
+    def score_likelihood(self, chunk: list[dict], index: int) -> ChunkResult:
         result = ChunkResult()
-        trimmed = [candidates(row) for row in chunk]
+        trimmed = [self.candidates(row) for row in chunk]
         prompts = [query_likelihood_prompt(p) for _, passages in trimmed for p in passages]
         queries = [t["query"] for t, passages in trimmed for _ in passages]
-        flat = generator.continuation_logprobs(prompts, queries)
+        flat = self.generator.continuation_logprobs(prompts, queries)
         offset = 0
         for t, passages in trimmed:
             scores = flat[offset:offset + len(passages)]
             offset += len(passages)
             order = sorted(range(len(scores)), key=lambda i: -scores[i])  # stable: ties keep mining order
             result.notes["scored"] += 1
-            result.rows.append({**teacher_rows(t, order, args.relabel_positive_from_ranking, scores),
+            result.rows.append({**teacher_rows(t, order, self.args.relabel_positive_from_ranking, scores),
                                 "ranking_status": "scored"})
         return result
 
-    def refuse_fallbacks(rows_out: list[dict], totals: ChunkResult) -> list[dict]:
+    def refuse_fallbacks(self, rows_out: list[dict], totals: ChunkResult) -> list[dict]:
+        limit = self.args.max_fallback_share
         fallback = sum(r.get("ranking_status") == "fallback" for r in rows_out)
-        if rows_out and fallback / len(rows_out) > args.max_fallback_share:
+        if rows_out and fallback / len(rows_out) > limit:
             raise UserError(f"{fallback} of {len(rows_out)} listwise rankings did not parse and fell back to the "
-                            f"mining order (limit {args.max_fallback_share:.0%}); use teacher_scoring "
-                            "query_likelihood, or raise max_fallback_share (a rerun resumes from the kept chunks)",
-                            field="max_fallback_share")
+                            f"mining order (limit {limit:.0%}); use teacher_scoring query_likelihood, or raise "
+                            "max_fallback_share (a rerun resumes from the kept chunks)", field="max_fallback_share")
         return rows_out
 
+
+def run(args: DistillDataArguments) -> dict:
+    data_manifest = require_complete_stage(args.retriever_data_path, "generate_retriever_data")
+    rows = load_retriever_rows(args)
+    stage = StageRun(STAGE, args, "train_distill.jsonl", {"retriever_data": input_record(args.retriever_data_path),
+                                                          "corpus": data_manifest["inputs"]["corpus"]})
+    if (skipped := stage.skipped_summary()) is not None:
+        return skipped
+    generator = build_generator(args)
+    stage.models = {"generator": generator.describe(), "mining_retriever": data_manifest["models"].get("retriever")}
+    teacher = GeneratorTeacher(generator, args)
     if args.teacher_scoring == "query_likelihood":
-        return stage.run([dict(r) for r in rows], score_likelihood, generator=generator, desc="RLGF likelihood")
-    return stage.run([dict(r) for r in rows], rank_listwise, finalize=refuse_fallbacks, generator=generator,
-                     desc="RLGF ranking")
+        return stage.run([dict(r) for r in rows], teacher.score_likelihood, generator=generator,
+                         desc="RLGF likelihood")
+    return stage.run([dict(r) for r in rows], teacher.rank_listwise, finalize=teacher.refuse_fallbacks,
+                     generator=generator, desc="RLGF ranking")
 
 
 def main(argv: Sequence[str]) -> int:

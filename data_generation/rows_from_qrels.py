@@ -22,11 +22,11 @@ from evaluation.search import encode_corpus_cached, resolve_embedding_cache
 from inference.config import asdict_public, parse_args
 from inference.embedder import document_text
 from inference.errors import UserError, run_cli
-from inference.io import atomic_write_json, atomic_write_text
+from inference.io import atomic_write_text
+from inference.manifest import input_record, write_manifest
 from inference.search import exact_search
 
 from .retriever_args import RetrieverArguments, build_retriever
-from .stage import input_record, package_versions
 
 
 @dataclass
@@ -83,14 +83,11 @@ def build_rows(args: RowsFromQrelsArguments) -> dict:
     out = Path(args.output_dir)
     atomic_write_text(out / "train.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     atomic_write_text(out / "heldout_query_ids.txt", "".join(f"{q}\n" for q in sorted(heldout)))
-    manifest = {"stage": "rows_from_qrels", "status": "complete",
-                "inputs": {"corpus": input_record(ds.corpus_file), "split": args.split},
-                "models": {"retriever": retriever.identity}, "parameters": asdict_public(args), "seed": args.seed,
-                "counts": {"queries": len(qids), "rows": len(rows), "heldout": len(heldout),
-                           "skipped_without_negatives": no_negatives},
-                "versions": package_versions()}
-    atomic_write_json(out / "manifest.json", manifest)
-    return manifest
+    # the split is a parameter (in ``parameters``), not an input file
+    return write_manifest(out, "rows_from_qrels", "complete", inputs={"corpus": input_record(ds.corpus_file)},
+                          models={"retriever": retriever.identity}, parameters=asdict_public(args), seed=args.seed,
+                          counts={"queries": len(qids), "rows": len(rows), "heldout": len(heldout),
+                                  "skipped_without_negatives": no_negatives})
 
 
 def main(argv: Sequence[str]) -> int:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import platform
 import shutil
 import time
 from collections import Counter
@@ -28,10 +27,10 @@ from inference.errors import UserError
 from inference.generators import Generator, load_generator
 from inference.generators.base import DEFAULT_REPETITION_PENALTY
 from inference.io import atomic_write_json, atomic_write_text, file_sha256, iter_jsonl
+from inference.manifest import MANIFEST, manifest_changes, read_manifest, write_manifest
 
 logger = logging.getLogger(__name__)
 
-MANIFEST = "manifest.json"
 DROPPED_FILE = "dropped.jsonl"  # beside each stage's output: the items that produced no row, with the reason
 # Parameters that may change between a run and its resumption without changing its rows.
 RESUMABLE_PARAMETERS = {"overwrite", "generation_cache", "api_key_file", "request_timeout", "max_attempts",
@@ -121,33 +120,6 @@ class ChunkResult:
                 "notes": dict(self.notes), "failed": self.failed, "items": items}
 
 
-def package_versions() -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": platform.python_version()}
-    for name in ("torch", "transformers", "faiss-cpu", "numpy", "openai", "vllm"):
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            pass
-    return out
-
-
-def input_record(path: str | Path) -> dict:
-    path = Path(path)
-    return {"path": str(path), "sha256": file_sha256(path)}
-
-
-def read_manifest(directory: str | Path) -> dict | None:
-    path = Path(directory) / MANIFEST
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError:
-        raise UserError("manifest is not valid JSON", file=path) from None
-
-
 def require_complete_stage(input_file: str | Path, expected_stage: str | Sequence[str]) -> dict:
     """The previous stage's manifest must say complete and match the file we are about to read."""
     input_file = Path(input_file)
@@ -200,13 +172,9 @@ class StageRun:
             if manifest.get("stage") != self.stage:
                 raise UserError(f"output_dir holds stage {manifest.get('stage')!r}; use another folder",
                                 file=self.dir / MANIFEST)
-            changed = sorted(k for k in set(self.parameters) | set(manifest.get("parameters", {}))
-                             if self.parameters.get(k) != manifest.get("parameters", {}).get(k))
-            changed_inputs = sorted(k for k in self.inputs if self.inputs[k] != manifest.get("inputs", {}).get(k))
-            if changed or changed_inputs:
-                raise UserError(f"output_dir holds a run with different {'parameters' if changed else 'inputs'} "
-                                f"({', '.join(changed or changed_inputs)}); pass --overwrite to start again, or "
-                                "use another output_dir", file=self.dir)
+            if changes := manifest_changes(manifest, self.parameters, self.inputs):
+                raise UserError(f"output_dir holds a run with different {'; '.join(changes)}; pass --overwrite to "
+                                "start again, or use another output_dir", file=self.dir)
         self.previous_status = None if manifest is None else manifest.get("status")
         self.dir.mkdir(parents=True, exist_ok=True)
         self.chunks_dir.mkdir(exist_ok=True)
@@ -226,15 +194,12 @@ class StageRun:
         return self.chunks_dir / f"chunk-{index:06d}.json"
 
     def _write_manifest(self, status: str, counts: dict | None = None, generation: dict | None = None) -> None:
-        manifest = {
-            "stage": self.stage, "status": status, "inputs": self.inputs, "models": self.models,
-            "parameters": self.parameters, "seed": self.args.seed, "counts": counts or {},
-            "generation": generation or {}, "versions": package_versions(),
-            "wall_seconds": round(time.perf_counter() - self.started, 2), **self.extra,
-        }
-        if status == "complete":
-            manifest["output"] = {"path": self.output.name, "sha256": file_sha256(self.output)}
-        atomic_write_json(self.dir / MANIFEST, manifest)
+        output = {"output": {"path": self.output.name, "sha256": file_sha256(self.output)}} \
+            if status == "complete" else {}
+        write_manifest(self.dir, self.stage, status, inputs=self.inputs, models=self.models,
+                       parameters=self.parameters, seed=self.args.seed, counts=counts or {},
+                       generation=generation or {}, wall_seconds=round(time.perf_counter() - self.started, 2),
+                       **self.extra, **output)
 
     # ------------------------------------------------------------------ the loop
     def run(self, items: list[dict], process_chunk: Callable[[list[dict], int], ChunkResult],

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import platform
 import random
 import time
 from dataclasses import asdict, dataclass, field
@@ -20,12 +19,13 @@ from inference.config import parse_args
 from inference.errors import UserError, run_cli
 from inference.hybrid import DEFAULT_FUSION, DEFAULT_HYBRID_WEIGHT, FUSIONS, HybridCandidates
 from inference.io import atomic_write_json, atomic_write_text
+from inference.manifest import package_versions
 from inference.search import exact_search, results_to_run
 from inference.sparse import BM25Config
 
 from .baselines import GENERATIVE_METHODS, METHODS, GenerationSettings, encode_queries
 from .data import RetrievalDataset, load_dataset
-from .metrics import mean_metrics, per_query_metrics
+from .evaluator import RetrievalEvaluator, RetrievalResult
 from .search import bm25_index_cached, encode_corpus_cached, resolve_embedding_cache
 
 # Methods that use BM25: ``bm25`` alone, ``hybrid`` = BM25 fused with the raw dense query (inference.hybrid).
@@ -136,18 +136,6 @@ def format_table(rows: dict[str, dict[str, float]], metrics: Sequence[str] = ("n
     return "\n".join(lines)
 
 
-def package_versions() -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": platform.python_version()}
-    for name in ("torch", "transformers", "faiss-cpu", "pytrec-eval-terrier", "numpy", "bm25s", "PyStemmer"):
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            pass
-    return out
-
-
 class Searchers:
     """The run's embedder, corpus vectors and BM25 index, each built on first use (``--method bm25`` never
     loads a neural model)."""
@@ -240,76 +228,109 @@ def load_run_reranker(args: EvaluateArguments, task_name: str):
                          batch_size=args.rerank_batch_size, task_instruction=instruction)
 
 
-def run_evaluation(args: EvaluateArguments) -> dict:
-    from inference.prompts import get_task
+@dataclass
+class EvaluationModels:
+    """What one evaluation run searches and generates with; each part only when a method needs it."""
+    searchers: Searchers
+    settings: GenerationSettings
+    task: object = None
+    generator: object = None
+    reranker: object = None
 
-    started = time.perf_counter()
-    timings: dict[str, float] = {}
-    t = time.perf_counter()
+    @classmethod
+    def load(cls, args: EvaluateArguments, ds: RetrievalDataset) -> "EvaluationModels":
+        from inference.prompts import get_task
+
+        # Resolve the prompt task before any model work, so a bad --task fails in a second, not minutes.
+        generative = any(m in GENERATIVE_METHODS for m in args.method_list)
+        task = get_task(args.task or ds.name) if generative else None
+        reranker = load_run_reranker(args, args.task or ds.name) if args.rerank else None
+        settings = GenerationSettings(temperature=args.temperature, top_p=args.top_p,
+                                      max_new_tokens=args.max_new_tokens, num_generations=args.num_generations,
+                                      seed=args.seed)
+        return cls(Searchers(args, ds), settings, task, load_run_generator(args) if generative else None, reranker)
+
+    def describe(self, args: EvaluateArguments) -> dict:
+        g, r = self.generator, self.reranker
+        return {**self.searchers.describe(), "task": None if self.task is None else self.task.name,
+                "generator": None if g is None else g.describe(),
+                "reranker": None if r is None else {**r.describe(), "top_k": args.rerank_top_k},
+                "generation": None if g is None else {**asdict(self.settings), **g.stats.as_dict()}}
+
+
+def load_evaluation_set(args: EvaluateArguments) -> tuple[RetrievalDataset, RetrievalEvaluator]:
+    """The dataset (corpus sampled when asked) and an evaluator over the selected judged queries."""
     ds = load_dataset(args.dataset, args.split)
-    timings["load"] = time.perf_counter() - t
     query_ids = select_evaluation_queries(args, ds)
-    queries = [ds.queries[q] for q in query_ids]
     if args.corpus_sample is not None:
         ds.corpus = sample_corpus(ds.corpus, ds.qrels, query_ids, args.corpus_sample, args.seed)
     logger.info("%s/%s: %d documents, %d judged queries evaluated", ds.name, args.split, len(ds.corpus),
                 len(query_ids))
+    evaluator = RetrievalEvaluator({q: ds.queries[q] for q in query_ids}, ds.corpus,
+                                   {q: ds.qrels[q] for q in query_ids}, name=f"{ds.name}/{args.split}")
+    return ds, evaluator
 
-    # Resolve the prompt task before any model work, so a bad --task fails in a second, not minutes.
-    generative = any(m in GENERATIVE_METHODS for m in args.method_list)
-    task = get_task(args.task or ds.name) if generative else None
-    reranker = load_run_reranker(args, args.task or ds.name) if args.rerank else None
-    searchers = Searchers(args, ds)
-    generator = load_run_generator(args) if generative else None
-    settings = GenerationSettings(temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens,
-                                  num_generations=args.num_generations, seed=args.seed)
 
-    results: dict[str, dict] = {}
-    per_query: dict[str, dict[str, float]] = {}
-    generations: dict[str, list] = {}
+@dataclass
+class MethodScores:
+    results: dict[str, dict] = field(default_factory=dict)
+    per_query: dict[str, dict[str, float]] = field(default_factory=dict)
+    generations: dict[str, list] = field(default_factory=dict)
+
+    def add(self, name: str, result: RetrievalResult) -> None:
+        self.results[name], self.per_query[name] = result.metrics, result.per_query
+
+
+def score_methods(args: EvaluateArguments, evaluator: RetrievalEvaluator, models: EvaluationModels,
+                  timings: dict[str, float]) -> MethodScores:
+    """Each method's first-stage run scored, then (with --rerank) its top documents reranked and scored."""
+    scores = MethodScores()
+    query_ids = evaluator.query_ids
+    queries = [evaluator.queries[q] for q in query_ids]
     for method in args.method_list:
         t = time.perf_counter()
-        run, generated = searchers.search(method, queries, query_ids, generator, task, settings)
-        scored = per_query_metrics(ds.qrels, run)
-        results[method] = mean_metrics(scored, query_ids)
-        per_query[method] = {q: scored[q]["ndcg@10"] for q in query_ids}
+        run, generated = models.searchers.search(method, queries, query_ids, models.generator, models.task,
+                                                 models.settings)
+        scores.add(method, evaluator.score_run(run))
         timings[f"method:{method}"] = time.perf_counter() - t
-        if reranker is not None:  # second stage on the raw query text, reported beside the first stage
+        if models.reranker is not None:  # second stage on the raw query text, reported beside the first stage
             from inference.reranker import rerank_run
 
             t = time.perf_counter()
-            reranked = per_query_metrics(ds.qrels, rerank_run(run, dict(zip(query_ids, queries)), ds.corpus,
-                                                              reranker, args.rerank_top_k))
-            results[f"{method}+rerank"] = mean_metrics(reranked, query_ids)
-            per_query[f"{method}+rerank"] = {q: reranked[q]["ndcg@10"] for q in query_ids}
+            reranked = rerank_run(run, evaluator.queries, evaluator.corpus, models.reranker, args.rerank_top_k)
+            scores.add(f"{method}+rerank", evaluator.score_run(reranked))
             timings[f"rerank:{method}"] = time.perf_counter() - t
         if generated:
-            generations[method] = [{"query_id": q, "query": text, "generations": g}
-                                   for q, text, g in zip(query_ids, queries, generated)]
-    timings.update(searchers.timings)
-    timings["total"] = time.perf_counter() - started
+            scores.generations[method] = [{"query_id": q, "query": text, "generations": g}
+                                          for q, text, g in zip(query_ids, queries, generated)]
+    return scores
 
+
+def run_evaluation(args: EvaluateArguments) -> dict:
+    started = time.perf_counter()
+    ds, evaluator = load_evaluation_set(args)
+    timings: dict[str, float] = {"load": time.perf_counter() - started}
+    models = EvaluationModels.load(args, ds)
+    scores = score_methods(args, evaluator, models, timings)
+    timings.update(models.searchers.timings)
+    timings["total"] = time.perf_counter() - started
     report = {
-        "metrics": results[args.method_list[0]],
-        "methods": results,
-        "per_query_ndcg@10": per_query,
+        "metrics": scores.results[args.method_list[0]],
+        "methods": scores.results,
+        "per_query_ndcg@10": scores.per_query,
         "run": {
             "dataset": ds.path, "dataset_name": ds.name, "format": ds.format, "split": args.split,
-            "documents": len(ds.corpus), "queries_evaluated": len(query_ids),
+            "documents": len(ds.corpus), "queries_evaluated": len(evaluator.query_ids),
             "query_subset": None if args.max_queries is None else {"max_queries": args.max_queries, "seed": args.seed},
             "corpus_sample": None if args.corpus_sample is None else {"others": args.corpus_sample, "seed": args.seed},
-            **searchers.describe(), "task": None if task is None else task.name,
-            "generator": None if generator is None else generator.describe(),
-            "reranker": None if reranker is None else {**reranker.describe(), "top_k": args.rerank_top_k},
-            "generation": None if generator is None else {**asdict(settings), **generator.stats.as_dict()},
-            "augmentation_weight": args.augmentation_weight,
+            **models.describe(args), "augmentation_weight": args.augmentation_weight,
             "arguments": asdict(args), "versions": package_versions(),
         },
         "load_report": ds.report.as_dict(),
         "timings_seconds": {k: round(v, 2) for k, v in timings.items()},
     }
     if args.output:
-        write_outputs(args.output, report, generations)
+        write_outputs(args.output, report, scores.generations)
     return report
 
 

@@ -26,7 +26,7 @@ from inference.hybrid import DEFAULT_FUSION, HybridCandidates
 from inference.io import iter_jsonl, require_str
 from inference.search import results_to_run
 
-from .metrics import per_query_metrics
+from .evaluator import RetrievalEvaluator
 
 WEIGHT_GRID = tuple(round(0.1 * i, 1) for i in range(11))
 ROUND_TRIP_DEPTH = 20
@@ -82,11 +82,12 @@ class WeightChoice:
 def weight_curve(candidates: HybridCandidates, pseudo: PseudoQueries, doc_ids: list[str],
                  weights: Sequence[float] = WEIGHT_GRID, fusion: str = DEFAULT_FUSION) -> dict[float, np.ndarray]:
     """Per-pseudo-query nDCG@10 at each weight (one candidate retrieval, fused per weight)."""
+    evaluator = RetrievalEvaluator(dict(zip(pseudo.ids, pseudo.texts)), None, pseudo.qrels)
     curve = {}
     for w in weights:
         scores, ids = candidates.fuse(w, fusion, top_k=100)
-        scored = per_query_metrics(pseudo.qrels, results_to_run(scores, ids, pseudo.ids, doc_ids))
-        curve[float(w)] = np.array([scored[q]["ndcg@10"] for q in pseudo.ids])
+        result = evaluator.score_run(results_to_run(scores, ids, pseudo.ids, doc_ids))
+        curve[float(w)] = np.array([result.per_query[q] for q in pseudo.ids])
     return curve
 
 
@@ -160,17 +161,16 @@ def judged_curve(embedder, doc_emb: np.ndarray, bm25, dataset: str, split: str, 
                  fusion: str) -> dict[str, float]:
     """Mean nDCG@10 of every weight on a judged split (for checking a label-free choice)."""
     from .data import load_dataset
-    from .metrics import mean_metrics
 
     ds = load_dataset(dataset, split)
     qids = ds.evaluated_query_ids()
     texts = [ds.queries[q] for q in qids]
+    evaluator = RetrievalEvaluator(dict(zip(qids, texts)), ds.corpus, {q: ds.qrels[q] for q in qids})
     candidates = HybridCandidates.gather(embedder.encode_queries(texts), doc_emb, bm25, texts, depth=1000)
     out = {}
     for w in weights:
         scores, ids = candidates.fuse(w, fusion, top_k=1000)
-        out[f"{w:g}"] = mean_metrics(per_query_metrics(ds.qrels, results_to_run(scores, ids, qids, ds.doc_ids)),
-                                     qids)["ndcg@10"]
+        out[f"{w:g}"] = evaluator.score_run(results_to_run(scores, ids, qids, ds.doc_ids)).score
     return out
 
 

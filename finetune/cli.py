@@ -104,8 +104,8 @@ def write_training_manifest(stage: str, trainer, result, model_args, data_args, 
     import os
     from dataclasses import asdict
 
-    from data_generation.stage import package_versions
-    from inference.io import atomic_write_json, file_sha256
+    from inference.io import file_sha256
+    from inference.manifest import write_manifest
 
     if not trainer.is_world_process_zero():
         return
@@ -113,15 +113,12 @@ def write_training_manifest(stage: str, trainer, result, model_args, data_args, 
         logging.getLogger(__name__).error("the %d ranks' models differ after training (largest parameter-sum "
                                           "difference %.3g): gradients were not averaged across ranks",
                                           int(os.environ.get("WORLD_SIZE", "1")), drift)
-    atomic_write_json(Path(train_args.output_dir) / "manifest.json", {
-        "stage": stage, "status": "complete",
-        "inputs": {str(p): file_sha256(p) for p in data_files(data_args.train_data)},
-        "models": models,
-        "parameters": {"model": asdict(model_args), "data": asdict(data_args),
-                       "training": {k: v for k, v in train_args.to_dict().items() if "token" not in k}},
-        "world_size": int(os.environ.get("WORLD_SIZE", "1")), "replica_drift": drift,
-        "counts": {"rows": rows, "steps": trainer.state.global_step},
-        "train_loss": result.training_loss, "versions": package_versions()})
+    write_manifest(train_args.output_dir, stage, "complete",
+                   inputs={str(p): file_sha256(p) for p in data_files(data_args.train_data)}, models=models,
+                   parameters={"model": asdict(model_args), "data": asdict(data_args),
+                               "training": {k: v for k, v in train_args.to_dict().items() if "token" not in k}},
+                   world_size=int(os.environ.get("WORLD_SIZE", "1")), replica_drift=drift,
+                   counts={"rows": rows, "steps": trainer.state.global_step}, train_loss=result.training_loss)
 
 
 def training_main(argv: Sequence[str], parse, train, what: str) -> int:
@@ -129,9 +126,10 @@ def training_main(argv: Sequence[str], parse, train, what: str) -> int:
     import logging
     import os
 
+    from inference.manifest import is_complete
+
     model_args, data_args, train_args, run_args = parse(argv)
-    manifest = Path(train_args.output_dir) / "manifest.json"
-    if run_args.skip_if_complete and manifest.is_file() and json.loads(manifest.read_text()).get("status") == "complete":
+    if run_args.skip_if_complete and is_complete(train_args.output_dir):  # and its training files unchanged
         logging.getLogger(__name__).info("%s training already complete in %s (--skip_if_complete false to retrain)",
                                          what, train_args.output_dir)
         return 0

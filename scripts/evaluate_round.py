@@ -15,6 +15,7 @@ full-split comparison carries a paired randomisation p-value and a 95% bootstrap
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
@@ -25,13 +26,13 @@ from typing import Sequence
 from evaluation.data import load_dataset
 from evaluation.evaluate import EvaluateArguments, format_table, run_evaluation
 from evaluation.label_free import PseudoQueries, choose_hybrid_weight
-from evaluation.metrics import evaluate_run
-from evaluation.search import bm25_index_cached, encode_corpus_cached, resolve_embedding_cache, search_run
+from evaluation.evaluator import RetrievalEvaluator
+from evaluation.search import bm25_index_cached, encode_corpus_cached, resolve_embedding_cache
 from evaluation.stats import PairedComparison, compare
 from inference.config import parse_args
 from inference.errors import UserError, run_cli
-from inference.io import atomic_write_json
-from inference.manifest import changed_inputs
+from inference.io import atomic_write_json, iter_jsonl
+from inference.manifest import is_complete, write_manifest
 
 logger = logging.getLogger(__name__)
 
@@ -73,22 +74,6 @@ class RoundEvaluationArguments:
                 raise UserError("required", field=name)
 
 
-def heldout_ndcg(retriever: str, heldout: Path, dataset_path: str, cache: str | None, **embedder_kwargs
-                 ) -> float | None:
-    """nDCG@10 of a retriever on held-out pseudo-queries (each query's source document is its only qrel)."""
-    from inference import Embedder
-
-    rows = [json.loads(line) for line in heldout.read_text().splitlines() if line.strip()]
-    if not rows:
-        return None
-    ds = load_dataset(dataset_path, split=None)
-    emb = Embedder(retriever, show_progress=False, **embedder_kwargs)
-    doc_emb = encode_corpus_cached(emb, ds.corpus, cache)
-    qids = [r["id"] for r in rows]
-    run = search_run(emb.encode_queries([r["query"] for r in rows]), qids, doc_emb, ds.doc_ids, 100)
-    return evaluate_run({r["id"]: {r["doc_id"]: 1} for r in rows}, run)["ndcg@10"]
-
-
 def has_split_qrels(dataset_path: str, split: str) -> bool:
     return (Path(dataset_path) / "qrels" / f"{split}.tsv").is_file() or \
         (Path(dataset_path) / f"{split}_qrels.jsonl").is_file()
@@ -110,6 +95,19 @@ class RoundEvaluation:
                               normalize=args.base_normalize, query_instruction=args.base_query_instruction)
         self.results: dict = {"subset": {}, "full": {}, "heldout": {}}
         self.per_query: dict[str, dict[str, float]] = {}
+
+    @functools.cached_property
+    def corpus(self) -> dict[str, dict]:
+        return load_dataset(self.args.dataset_path, split=None).corpus
+
+    @functools.cached_property
+    def base_embedder(self):
+        """Loaded once: the held-out signal and the label-free weight choice both use it."""
+        from inference import Embedder
+
+        a = self.args
+        return Embedder(a.base_retriever, show_progress=False, pooling_method=a.base_pooling_method,
+                        normalize=a.base_normalize, query_instruction=a.base_query_instruction)
 
     def run(self, name: str, **kw) -> dict:
         return run_evaluation(EvaluateArguments(**{**self.common, **kw}, output=str(self.out / f"{name}.json")))
@@ -147,12 +145,17 @@ class RoundEvaluation:
                 self.results["subset"][name] = report["metrics"]
 
     def heldout(self) -> None:
-        a = self.args
-        path = Path(a.heldout_path)
-        self.results["heldout"]["base_raw"] = heldout_ndcg(
-            a.base_retriever, path, a.dataset_path, self.cache, pooling_method=a.base_pooling_method,
-            normalize=a.base_normalize, query_instruction=a.base_query_instruction)
-        self.results["heldout"]["round_raw"] = heldout_ndcg(a.round_retriever, path, a.dataset_path, self.cache)
+        """nDCG@10 of both retrievers on the held-out pseudo-queries (each query's source is its only qrel)."""
+        from inference import Embedder
+
+        rows = [row for _, row in iter_jsonl(self.args.heldout_path)]
+        if not rows:
+            self.results["heldout"].update(base_raw=None, round_raw=None)
+            return
+        evaluator = RetrievalEvaluator.from_pseudo_queries(rows, self.corpus, cache_dir=self.cache)
+        self.results["heldout"]["base_raw"] = evaluator(self.base_embedder).score
+        self.results["heldout"]["round_raw"] = evaluator(Embedder(self.args.round_retriever,
+                                                                  show_progress=False)).score
 
     def input_records(self) -> dict:
         """What the figures came from, so a retrained round model or new pseudo-queries make them stale."""
@@ -178,19 +181,14 @@ class RoundEvaluation:
     def choose(self) -> dict | None:
         """The label-free system: retriever by held-out pseudo-queries, hybrid weight by all pseudo-queries on
         the base retriever (none of them trained it; the weight is a property of the corpus)."""
-        from inference import Embedder
-
         files = self.pseudo_query_files()
         if not files:
             return None
         a = self.args
-        ds = load_dataset(a.dataset_path, split=None)
-        pseudo = PseudoQueries.load(files, set(ds.corpus))
-        embedder = Embedder(a.base_retriever, show_progress=False, pooling_method=a.base_pooling_method,
-                            normalize=a.base_normalize, query_instruction=a.base_query_instruction)
-        weight = choose_hybrid_weight(embedder.encode_queries(pseudo.texts),
-                                      encode_corpus_cached(embedder, ds.corpus, self.cache),
-                                      bm25_index_cached(ds.corpus, self.cache), pseudo, ds.doc_ids,
+        pseudo = PseudoQueries.load(files, set(self.corpus))
+        weight = choose_hybrid_weight(self.base_embedder.encode_queries(pseudo.texts),
+                                      encode_corpus_cached(self.base_embedder, self.corpus, self.cache),
+                                      bm25_index_cached(self.corpus, self.cache), pseudo, list(self.corpus),
                                       fusion=a.hybrid_fusion, round_trip_depth=a.round_trip_depth)
         held = self.results["heldout"]
         use_round = held.get("round_raw") is not None and held["round_raw"] >= (held.get("base_raw") or 0.0)
@@ -235,18 +233,14 @@ def evaluate_round(args: RoundEvaluationArguments) -> dict:
     results["subset_definition"] = {"split": args.split, "max_queries": args.max_queries, "seed": args.seed}
     results["wall_seconds"] = round(time.perf_counter() - started, 1)
     atomic_write_json(ev.out / "results.json", results)
-    atomic_write_json(ev.out / "manifest.json", {"stage": "evaluate_round", "status": "complete",
-                                                 "parameters": {k: v for k, v in vars(args).items()},
-                                                 "inputs": ev.input_records(),
-                                                 "wall_seconds": results["wall_seconds"]})
+    write_manifest(ev.out, "evaluate_round", "complete", parameters=dict(vars(args)), inputs=ev.input_records(),
+                   wall_seconds=results["wall_seconds"])
     return results
 
 
 def main(argv: Sequence[str]) -> int:
     args = parse_args(RoundEvaluationArguments, argv, prog="python -m scripts.evaluate_round")
-    manifest = Path(args.output_dir) / "manifest.json"
-    if manifest.is_file() and json.loads(manifest.read_text()).get("parameters") == vars(args) and \
-            not changed_inputs(json.loads(manifest.read_text())):
+    if is_complete(args.output_dir, parameters=dict(vars(args))):
         logger.info("round evaluation already complete in %s", args.output_dir)
         results = json.loads((Path(args.output_dir) / "results.json").read_text())
     else:

@@ -21,6 +21,7 @@ from data_generation.stage import DROPPED_FILE
 from inference.config import parse_args
 from inference.errors import UserError, run_cli
 from inference.io import atomic_write_json, atomic_write_text, iter_jsonl
+from inference.manifest import read_manifest
 
 SIZE_STAGES = {"queries": "synthetic/queries", "generator_data": "synthetic/generator_data",
                "retriever_data": "synthetic/retriever_data", "distill": "synthetic/distill"}
@@ -47,16 +48,15 @@ def _rounds(run_dir: Path) -> list[int]:
 def _sizes(run_dir: Path, k: int) -> dict:
     sizes = {}
     for name, rel in SIZE_STAGES.items():
-        base = run_dir / ("round_1" if name == "queries" else f"round_{k}") / rel / "manifest.json"
-        if base.is_file():
-            m = json.loads(base.read_text())
+        stage_dir = run_dir / ("round_1" if name == "queries" else f"round_{k}") / rel
+        if (m := read_manifest(stage_dir)) is not None:
             counts = m["counts"]
             sizes[name] = {"items": counts.get("items"), "kept": counts.get("kept"), "dropped": counts.get("dropped"),
                            **({"heldout": m["heldout"]["rows"]} if "heldout" in m else {})}
             if name in SAMPLED_STAGES:  # held-out queries were kept too, only set aside
                 kept = counts.get("kept", 0) + sizes[name].get("heldout", 0)
                 sizes[name]["kept_share"] = round(kept / counts["items"], 4) if counts.get("items") else None
-                sizes[name]["samples"] = _query_samples(base.parent, m["output"]["path"])
+                sizes[name]["samples"] = _query_samples(stage_dir, m["output"]["path"])
             if name == "distill":  # the teacher, and how many listwise rankings parsed (ok / partial / fallback)
                 notes = m["counts"].get("notes", {})
                 sizes[name]["teacher_scoring"] = m["parameters"].get("teacher_scoring", "listwise")
@@ -65,9 +65,7 @@ def _sizes(run_dir: Path, k: int) -> dict:
                 if "scored" in notes:
                     sizes[name]["rankings"]["scored"] = notes["scored"]
     for name, rel in (("train_generator", "generator"), ("train_retriever", "retriever")):
-        path = run_dir / f"round_{k}" / rel / "manifest.json"
-        if path.is_file():
-            m = json.loads(path.read_text())
+        if (m := read_manifest(run_dir / f"round_{k}" / rel)) is not None:
             sizes[name] = m.get("counts") or {k2: m["parameters"].get(k2) for k2 in ("max_steps", "num_train_epochs")}
     return sizes
 

@@ -33,7 +33,7 @@ import yaml
 from inference.config import parse_args
 from inference.errors import UserError, run_cli
 from inference.io import atomic_write_json, atomic_write_text
-from inference.manifest import changed_inputs
+from inference.manifest import changed_inputs, read_manifest
 
 logger = logging.getLogger(__name__)
 STEPS = ("queries", "generator_data", "train_generator", "retriever_data", "distill", "train_retriever", "evaluate")
@@ -204,10 +204,9 @@ def _normalised(value):
 
 def step_state(out: Path, config_path: Path) -> tuple[str, list[str]]:
     """``("todo" | "complete" | "changed", what changed)`` of a step, from its manifest and its config now."""
-    manifest_path = out / "manifest.json"
     try:
-        manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
-    except json.JSONDecodeError:
+        manifest = read_manifest(out) or {}
+    except UserError:  # unreadable: the step is redone
         manifest = {}
     if manifest.get("status") != "complete":
         return "todo", []

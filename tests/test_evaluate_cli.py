@@ -101,3 +101,34 @@ def test_one_decoding_setting_for_the_stages_evaluation_and_the_model(tiny_beir,
                       "--max_queries", "1", "--embedding_cache", "none", "--output", str(out))
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.loads(out.read_text())["run"]["generator"]["repetition_penalty"] == stage_default
+
+
+def test_round_evaluation_loads_the_base_retriever_once_for_heldout_signal_and_weight_choice(tiny_beir, tmp_path,
+                                                                                             monkeypatch):
+    """The held-out pseudo-query signal and the label-free weight choice share one base embedder."""
+    import inference
+    from conftest import TINY_QUERIES, write_jsonl
+    from scripts.evaluate_round import RoundEvaluation, RoundEvaluationArguments
+
+    loads = []
+
+    class CountingEmbedder(inference.Embedder):
+        def __init__(self, name, **kwargs):
+            loads.append(name)
+            super().__init__(name, **kwargs)
+
+    monkeypatch.setattr(inference, "Embedder", CountingEmbedder)
+    rows = [{"id": f"p{i}", "query": q["text"], "doc_id": d} for i, (q, d) in
+            enumerate(zip(TINY_QUERIES, ("d1", "d3", "d6")))]
+    write_jsonl(tmp_path / "queries.jsonl", rows[:2])
+    write_jsonl(tmp_path / "heldout.jsonl", rows[2:])
+    ev = RoundEvaluation(RoundEvaluationArguments(
+        dataset_path=str(tiny_beir), output_dir=str(tmp_path / "eval"), base_retriever=MINILM,
+        round_retriever=MINILM,
+        round_generator=SMOLLM2, heldout_path=str(tmp_path / "heldout.jsonl"),
+        embedding_cache=str(tmp_path / "emb")))
+    ev.heldout()
+    choice = ev.choose()
+    assert ev.results["heldout"] == {"base_raw": 1.0, "round_raw": 1.0}
+    assert choice["retriever"] == "round" and 0.0 <= choice["weight"] <= 1.0
+    assert loads == [MINILM, MINILM]   # base once, round once (was: base twice)

@@ -63,3 +63,28 @@ def test_mrr_is_cut_at_10_and_recall_at_100_is_not():
 def test_subset_of_queries():
     mean = evaluate_run(QRELS, RUN, query_ids=["q1"])
     assert mean["ndcg@10"] == pytest.approx(NDCG10_Q1, abs=1e-6)
+
+
+def test_evaluator_scores_only_its_queries_and_counts_a_missing_one_as_zero():
+    from evaluation.evaluator import RetrievalEvaluator
+
+    evaluator = RetrievalEvaluator({"q1": "a", "q2": "b"}, None, {"q1": QRELS["q1"], "q2": QRELS["q2"]})
+    result = evaluator.score_run({"q1": RUN["q1"]})          # q2 absent from the run
+    assert result.per_query == pytest.approx({"q1": NDCG10_Q1, "q2": 0.0})
+    assert result.score == pytest.approx(NDCG10_Q1 / 2)
+    assert result.metrics == pytest.approx(evaluate_run(QRELS, {"q1": RUN["q1"]}, ["q1", "q2"]))
+
+
+def test_evaluator_searches_with_an_embedder_and_caches_the_corpus(minilm, tmp_path):
+    """Held-out pseudo-queries: each row's source is its only qrel; the corpus vectors are cached once."""
+    from conftest import TINY_CORPUS, TINY_QUERIES
+    from evaluation.evaluator import RetrievalEvaluator
+
+    corpus = {d["_id"]: {"title": d["title"], "text": d["text"]} for d in TINY_CORPUS}
+    rows = [{"id": q["_id"], "query": q["text"], "doc_id": d} for q, d in zip(TINY_QUERIES, ("d1", "d3", "d6"))]
+    rows.append({"id": "wrong", "query": "the Sicilian Defence chess opening", "doc_id": "d2"})  # judged wrong
+    evaluator = RetrievalEvaluator.from_pseudo_queries(rows, corpus, cache_dir=tmp_path)
+    result = evaluator(minilm)
+    assert result.per_query["q1"] == result.per_query["q2"] == result.per_query["q3"] == 1.0
+    assert result.per_query["wrong"] < 1.0 and result.score == pytest.approx((3 + result.per_query["wrong"]) / 4)
+    assert len(list(tmp_path.glob("*.npy"))) == 1

@@ -23,10 +23,11 @@ from typing import Sequence
 
 import yaml
 
-from data_generation.stage import package_versions, read_manifest, require_complete_stage
+from data_generation.stage import require_complete_stage
 from inference.config import asdict_public, parse_args
 from inference.errors import UserError, run_cli
-from inference.io import atomic_write_json, atomic_write_text, file_sha256
+from inference.io import atomic_write_text
+from inference.manifest import input_record, is_complete, write_manifest
 from inference.resolver import resolve_model_path
 
 logger = logging.getLogger(__name__)
@@ -111,69 +112,82 @@ def resolve_dataset(args: GeneratorTrainArguments) -> tuple[Path, str, dict]:
     return Path(args.dataset_dir), args.dataset, {}
 
 
-def train(args: GeneratorTrainArguments) -> dict:
-    started = time.perf_counter()
-    out = Path(args.output_dir)
-    merged, adapter = out / "merged_model", out / "adapter"
-    params = asdict_public(args)
-    previous = read_manifest(out)
-    if args.overwrite and out.exists():
-        shutil.rmtree(out)
-        previous = None
-    if previous and previous.get("status") == "complete" and previous.get("parameters") == params and merged.is_dir():
-        logger.info("%s already complete in %s", STAGE, out)
-        return {"merged_model": str(merged), "skipped": True}
-    dataset_dir, dataset, data_manifest = resolve_dataset(args)
+def dpo_config(args: GeneratorTrainArguments, base: str, template: str, dataset: str, dataset_dir: Path,
+               adapter: Path) -> dict:
+    """LLaMA-Factory's DPO + LoRA training config."""
+    config = {
+        "model_name_or_path": base, "stage": "dpo", "do_train": True, "finetuning_type": "lora",
+        "lora_target": args.lora_target, "lora_rank": args.lora_rank, "lora_alpha": args.lora_alpha,
+        "pref_beta": args.pref_beta, "pref_loss": args.pref_loss, "dataset": dataset,
+        "dataset_dir": str(dataset_dir), "template": template, "cutoff_len": args.cutoff_len,
+        "overwrite_cache": True, "preprocessing_num_workers": 1, "output_dir": str(adapter),
+        "logging_steps": args.logging_steps, "save_steps": args.save_steps, "plot_loss": False,
+        "overwrite_output_dir": False, "per_device_train_batch_size": args.per_device_train_batch_size,
+        "gradient_accumulation_steps": args.gradient_accumulation_steps, "learning_rate": args.learning_rate,
+        "num_train_epochs": args.num_train_epochs, "lr_scheduler_type": args.lr_scheduler_type,
+        "warmup_ratio": args.warmup_ratio, "bf16": args.bf16, "val_size": args.val_size, "report_to": "none",
+        "seed": args.seed, "save_only_model": False,
+    }
+    if args.max_steps:
+        config["max_steps"] = args.max_steps
+    if args.deepspeed:
+        config["deepspeed"] = args.deepspeed
+    config.update(args.extra or {})
+    return config
+
+
+def dataset_entry(dataset_dir: Path, dataset: str) -> dict:
     info_file = dataset_dir / "dataset_info.json"
     if not info_file.is_file():
         raise UserError("dataset_info.json not found", file=info_file)
     entry = yaml.safe_load(info_file.read_text()).get(dataset)
     if entry is None:
         raise UserError(f"dataset {dataset!r} is not in dataset_info.json", file=info_file)
+    if not isinstance(entry, dict) or not entry.get("file_name"):
+        raise UserError(f"dataset {dataset!r} has no file_name", file=info_file, field="file_name")
+    return entry
+
+
+def export_merged(base: str, adapter: Path, template: str, out: Path, merged: Path) -> None:
+    """LoRA merged into the base weights, written beside and renamed into place (never half a model)."""
+    tmp = out / ".merged_model.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    run_llamafactory("export", {
+        "model_name_or_path": base, "adapter_name_or_path": str(adapter), "template": template,
+        "finetuning_type": "lora", "export_dir": str(tmp), "export_size": 2, "export_device": "cpu",
+        "export_legacy_format": False}, out / "llamafactory_export.yaml")
+    save_base_tokenizer(base, tmp)
+    os.replace(tmp, merged)
+
+
+def train(args: GeneratorTrainArguments) -> dict:
+    started = time.perf_counter()
+    out = Path(args.output_dir)
+    merged, adapter = out / "merged_model", out / "adapter"
+    params = asdict_public(args)
+    if args.overwrite and out.exists():
+        shutil.rmtree(out)
+    if is_complete(out, parameters=params) and merged.is_dir():
+        logger.info("%s already complete in %s", STAGE, out)
+        return {"merged_model": str(merged), "skipped": True}
+    dataset_dir, dataset, data_manifest = resolve_dataset(args)
+    data_file = dataset_dir / dataset_entry(dataset_dir, dataset)["file_name"]
     base = resolve_model_path(args.model_name_or_path)
     template = args.template if args.template != "auto" else pick_template(args.model_name_or_path, base)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / "manifest.json", {"stage": STAGE, "status": "running", "parameters": params})
-
+    write_manifest(out, STAGE, "running", parameters=params)
     if not (adapter / "adapter_model.safetensors").is_file():
         if adapter.is_dir() and not any(adapter.glob("checkpoint-*")):
             shutil.rmtree(adapter)  # an aborted start with nothing to resume from
-        config = {
-            "model_name_or_path": base, "stage": "dpo", "do_train": True, "finetuning_type": "lora",
-            "lora_target": args.lora_target, "lora_rank": args.lora_rank, "lora_alpha": args.lora_alpha,
-            "pref_beta": args.pref_beta, "pref_loss": args.pref_loss, "dataset": dataset,
-            "dataset_dir": str(dataset_dir), "template": template, "cutoff_len": args.cutoff_len,
-            "overwrite_cache": True, "preprocessing_num_workers": 1, "output_dir": str(adapter),
-            "logging_steps": args.logging_steps, "save_steps": args.save_steps, "plot_loss": False,
-            "overwrite_output_dir": False, "per_device_train_batch_size": args.per_device_train_batch_size,
-            "gradient_accumulation_steps": args.gradient_accumulation_steps, "learning_rate": args.learning_rate,
-            "num_train_epochs": args.num_train_epochs, "lr_scheduler_type": args.lr_scheduler_type,
-            "warmup_ratio": args.warmup_ratio, "bf16": args.bf16, "val_size": args.val_size, "report_to": "none",
-            "seed": args.seed, "save_only_model": False,
-        }
-        if args.max_steps:
-            config["max_steps"] = args.max_steps
-        if args.deepspeed:
-            config["deepspeed"] = args.deepspeed
-        config.update(args.extra or {})
-        run_llamafactory("train", config, out / "llamafactory_train.yaml")
+        run_llamafactory("train", dpo_config(args, base, template, dataset, dataset_dir, adapter),
+                         out / "llamafactory_train.yaml")
     if not (merged / "config.json").is_file():
-        tmp = out / ".merged_model.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        run_llamafactory("export", {
-            "model_name_or_path": base, "adapter_name_or_path": str(adapter), "template": template,
-            "finetuning_type": "lora", "export_dir": str(tmp), "export_size": 2, "export_device": "cpu",
-            "export_legacy_format": False}, out / "llamafactory_export.yaml")
-        save_base_tokenizer(base, tmp)
-        os.replace(tmp, merged)
-    atomic_write_json(out / "manifest.json", {
-        "stage": STAGE, "status": "complete", "parameters": params,
-        "inputs": {"dataset": {"path": str(dataset_dir / entry["file_name"]),
-                               "sha256": file_sha256(dataset_dir / entry["file_name"])}},
-        "models": {"base": args.model_name_or_path, "base_path": base, "template": template},
-        "previous_stage": {"generate_generator_data": data_manifest.get("output")} if data_manifest else {},
-        "output": {"merged_model": "merged_model", "adapter": "adapter"},
-        "versions": package_versions(), "wall_seconds": round(time.perf_counter() - started, 1)})
+        export_merged(base, adapter, template, out, merged)
+    write_manifest(out, STAGE, "complete", parameters=params, inputs={"dataset": input_record(data_file)},
+                   models={"base": args.model_name_or_path, "base_path": base, "template": template},
+                   previous_stage={"generate_generator_data": data_manifest.get("output")} if data_manifest else {},
+                   output={"merged_model": "merged_model", "adapter": "adapter"},
+                   wall_seconds=round(time.perf_counter() - started, 1))
     return {"merged_model": str(merged), "adapter": str(adapter)}
 
 
