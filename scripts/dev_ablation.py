@@ -6,6 +6,7 @@ each variant and score it on a dev set of train queries.
 Needs a finished first round of the profile (``make demo`` writes one): its mined rows
 (``synthetic/retriever_data/train.jsonl``, each with the rank at which the base retriever found its source) and
 its generator. A variant may
+- rerun round 1's query and retriever-data steps with another number of pseudo-queries (``queries: n``),
 - filter the rows by round trip (``round_trip: k`` keeps a pseudo-query whose source ranked in the top k, exactly
   what ``generate_retriever_data --filter_data true --filter_num k`` keeps),
 - score them with a teacher (``teacher: listwise | query_likelihood``: the distill stage run with the round's
@@ -43,7 +44,7 @@ from inference.io import atomic_write_json, atomic_write_text, file_sha256, iter
 from .self_boost import SelfBoostConfig, round_dir
 
 logger = logging.getLogger(__name__)
-VARIANT_KEYS = {"train", "round_trip", "teacher", "train_retriever"}
+VARIANT_KEYS = {"train", "queries", "round_trip", "teacher", "train_retriever"}
 TEACHERS = ("listwise", "query_likelihood")
 
 
@@ -57,7 +58,7 @@ class DevAblationArguments:
     corpus_sample: int = 1200
     seed: int = 0
     hybrid_weight: float = field(default=0.5, metadata={"help": "BM25's share in the hybrid row (minmax)"})
-    variants: dict = field(default_factory=dict, metadata={"help": "name → {train, round_trip, teacher, "
+    variants: dict = field(default_factory=dict, metadata={"help": "name → {train, queries, round_trip, teacher, "
                                                                      "train_retriever}"})
 
     def validate(self) -> None:
@@ -74,6 +75,11 @@ class DevAblationArguments:
                 raise UserError(f"unknown key(s) {', '.join(unknown)}", field=f"variants.{name}")
             if spec.get("teacher") not in (None, *TEACHERS):
                 raise UserError(f"must be one of {', '.join(TEACHERS)}", field=f"variants.{name}.teacher")
+            if spec.get("queries") is not None and (not isinstance(spec["queries"], int) or spec["queries"] < 1):
+                raise UserError("must be a number of pseudo-queries ≥ 1", field=f"variants.{name}.queries")
+            if spec.get("queries") and spec.get("teacher"):
+                raise UserError("teacher scores are for the round's own rows; drop queries or teacher",
+                                field=f"variants.{name}")
 
 
 def run_module(module: str, argv: list[str], torchrun: int = 0) -> None:
@@ -102,8 +108,24 @@ def teacher_rows(args: DevAblationArguments, cfg: SelfBoostConfig, teacher: str)
     return out / "train_distill.jsonl"
 
 
+def pseudo_query_rows(args: DevAblationArguments, cfg: SelfBoostConfig, n: int) -> Path:
+    """Round 1's query and retriever-data steps rerun with ``n`` pseudo-queries: the round's own step configs with
+    only ``train_num`` and the paths changed (same prompts, generators, mining and round trip); both resumable."""
+    configs, out = round_dir(cfg, 1) / "configs", Path(args.output_dir) / f"queries-{n}"
+    steps = (("queries", "data_generation.generate_queries", {"train_num": n}),
+             ("retriever_data", "data_generation.generate_retriever_data",
+              {"queries_path": str(out / "queries" / "queries.jsonl")}))
+    for step, module, overrides in steps:
+        options = {**yaml.safe_load((configs / f"{step}.yaml").read_text()), **overrides,
+                   "output_dir": str(out / step)}
+        atomic_write_text(out / f"{step}.yaml", yaml.safe_dump(options, sort_keys=False))
+        run_module(module, ["--config", str(out / f"{step}.yaml")])
+    return out / "retriever_data" / "train.jsonl"
+
+
 def variant_rows(args: DevAblationArguments, cfg: SelfBoostConfig, spec: dict, folder: Path) -> Path:
-    mined = round_dir(cfg, 1) / "synthetic" / "retriever_data" / "train.jsonl"
+    mined = pseudo_query_rows(args, cfg, spec["queries"]) if spec.get("queries") else \
+        round_dir(cfg, 1) / "synthetic" / "retriever_data" / "train.jsonl"
     source = teacher_rows(args, cfg, spec["teacher"]) if spec.get("teacher") else mined
     k = spec.get("round_trip")
     if k is None:

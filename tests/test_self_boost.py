@@ -258,3 +258,29 @@ def test_dev_ablation_retrains_per_variant_on_the_rounds_rows_and_scores_on_trai
     assert again.returncode == 0 and "evaluation.evaluate" not in again.stdout  # finished variants are reused
     refused = run_module("scripts.dev_ablation", "--config", str(tmp_path / "ablation.yaml"), "--split", "test")
     assert refused.returncode == 2 and "never on test" in refused.stderr
+
+
+def test_dev_ablation_queries_variant_reruns_the_rounds_query_and_mining_steps_with_n_queries(run, tmp_path):
+    """``queries: n`` reruns round 1's own query and retriever-data step configs with only ``train_num`` and the
+    paths changed, so the variant differs from the profile in the number of pseudo-queries alone."""
+    from inference.config import parse_args
+    from scripts.dev_ablation import DevAblationArguments, pseudo_query_rows
+    from scripts.self_boost import SelfBoostConfig
+
+    cfg = parse_args(SelfBoostConfig, ["--config", str(run["config"])])
+    args = DevAblationArguments(run_config=str(run["config"]), output_dir=str(tmp_path / "ablation"),
+                                variants={"more": {"queries": 4}})
+    rows = pseudo_query_rows(args, cfg, 4)
+    configs = run["run_dir"] / "round_1" / "configs"
+    for step, changed in (("queries", {"train_num", "output_dir"}),
+                          ("retriever_data", {"queries_path", "output_dir"})):
+        round_cfg = yaml.safe_load((configs / f"{step}.yaml").read_text())
+        variant_cfg = yaml.safe_load((tmp_path / "ablation" / "queries-4" / f"{step}.yaml").read_text())
+        assert {k for k in round_cfg.keys() | variant_cfg.keys() if round_cfg.get(k) != variant_cfg.get(k)} == changed
+    manifest = json.loads((tmp_path / "ablation" / "queries-4" / "queries" / "manifest.json").read_text())
+    assert manifest["status"] == "complete" and manifest["counts"]["items"] == 4
+    mined = [json.loads(line) for line in rows.read_text().splitlines()]
+    generated = [json.loads(line)["id"] for line in (rows.parent.parent / "queries" / "queries.jsonl").read_text()
+                 .splitlines()]
+    assert [r["id"] for r in mined] == [q for q in generated if q in {r["id"] for r in mined}]
+    assert all(0 <= r["pos_rank"] < 3 for r in mined)          # the profile's round trip (TINY: filter_num 3)
