@@ -115,3 +115,7 @@ def test_dev_ablation_config_parses_and_names_known_variant_keys():
     with pytest.raises(Exception, match="never on test"):
         parse_args(DevAblationArguments, ["--config", str(REPO / "configs/cpu-demo/dev_ablation.yaml"),
                                           "--split", "test"])
+    queries = parse_args(DevAblationArguments, ["--config", str(REPO / "configs/cpu-demo/dev_queries.yaml")])
+    assert [(spec or {}).get("queries") for spec in queries.variants.values()] == [None, None, 480]
+    with pytest.raises(Exception, match="number of pseudo-queries"):
+        DevAblationArguments(run_config="x", output_dir="y", variants={"v": {"queries": 0}}).validate()
