@@ -10,7 +10,7 @@ reference default) takes the ``neg_window`` ranks starting at the first rank aft
 Depths and windows are clamped to the corpus, and faiss −1 padding is never used as an id. With ``filter_data``
 a pseudo-query whose source document is not in the retriever's top ``filter_num`` is dropped (round-trip
 consistency, as in Promptagator); ``dropped.jsonl`` lists it with the reason ``failed_round_trip``. Rows:
-``{id, query, answer, pos, neg, neg_answer, doc_id, pos_id, neg_ids, pos_rank}``.
+``{id, query, answer, pos, neg, neg_answer, doc_id, pos_ids, neg_ids, pos_rank}`` (:mod:`.rows`).
 """
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ from inference.manifest import input_record
 from inference.prompts import generator_prompt, get_task
 from inference.search import exact_search
 
+from .rows import training_row
 from .retriever_args import RetrieverArguments, build_retriever, encode_augmentations
 from .stage import (ChunkResult, StageArguments, StageRun, build_generator, load_rows,
                     require_complete_stage, stage_main)
@@ -150,11 +151,10 @@ def run(args: RetrieverDataArguments) -> dict:
             if not negs:
                 result.drop("no_negatives", row)
                 continue
-            result.rows.append({
-                "id": row["id"], "query": row["query"], "answer": answers[i], "pos": [texts[pos]],
-                "neg": [texts[j] for j in negs], "neg_answer": [texts[j] for j in neg_answer],
-                "doc_id": row["doc_id"], "pos_id": row["doc_id"], "neg_ids": [doc_ids[j] for j in negs],
-                "pos_rank": pos_rank})
+            result.rows.append(training_row(
+                row["query"], [texts[pos]], [texts[j] for j in negs], pos_ids=[row["doc_id"]],
+                neg_ids=[doc_ids[j] for j in negs], id=row["id"], doc_id=row["doc_id"], answer=answers[i],
+                neg_answer=[texts[j] for j in neg_answer], pos_rank=pos_rank))
         return result
 
     return stage.run([dict(r) for r in rows], process, generator=generator, desc="retriever data")

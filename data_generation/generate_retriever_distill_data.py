@@ -31,6 +31,7 @@ from inference.errors import UserError, run_cli
 from inference.manifest import input_record
 from inference.prompts import listwise_rank_prompt, query_likelihood_prompt
 
+from .rows import candidate_ids
 from .stage import (ChunkResult, StageArguments, StageRun, build_generator, load_rows,
                     require_complete_stage, stage_main)
 from .text import truncate_to_tokens
@@ -93,9 +94,9 @@ def teacher_rows(row: dict, order: list[int], relabel: bool, scores: list[float]
     out = dict(row)
     out.update(pos=[candidates[pos_index]], pos_scores=[score[pos_index]], neg=[candidates[i] for i in negs],
                neg_scores=[score[i] for i in negs], ranking=order)
-    if "neg_ids" in row and "pos_id" in row:
-        ids = [row["pos_id"]] + list(row["neg_ids"])
-        out.update(pos_id=ids[pos_index], neg_ids=[ids[i] for i in negs])
+    if (ids := candidate_ids(row)) is not None:
+        out.pop("pos_id", None)  # rows written before ids were lists
+        out.update(pos_ids=[ids[pos_index]], neg_ids=[ids[i] for i in negs])
     return out
 
 

@@ -3,8 +3,8 @@
     python -m data_generation.rows_from_qrels --dataset_path ../shared/data/scifact --split train \
         --output_dir runs/scifact-train-rows --holdout_fraction 0.25
 
-Rows are ``{id, query, pos, neg, pos_ids, neg_ids, pos_scores, neg_scores}`` (the retriever and reranker
-trainers read them; the scores are the base retriever's, a teacher for ``--knowledge_distillation``). Negatives
+Rows are ``{id, query, pos, neg, pos_ids, neg_ids, pos_scores, neg_scores}`` (schema: :mod:`.rows`; the
+retriever and reranker trainers read them; the scores are the base retriever's, a teacher for ``--knowledge_distillation``). Negatives
 are drawn uniformly from the base retriever's ranks ``[lo, hi)``, never a judged document. A seeded fraction of
 the queries is held out *by query* and listed in ``heldout_query_ids.txt`` for ``evaluation.evaluate
 --query_ids_file``, so a model trained on the rows can be scored on queries it never saw.
@@ -26,6 +26,7 @@ from inference.io import atomic_write_text
 from inference.manifest import input_record, write_manifest
 from inference.search import exact_search
 
+from .rows import training_row
 from .retriever_args import RetrieverArguments, build_retriever
 
 
@@ -77,9 +78,10 @@ def build_rows(args: RowsFromQrelsArguments) -> dict:
         negs = random.Random(f"{args.seed}:{qid}").sample(pool, min(args.num_negatives, len(pool)))
         # the base retriever's scores: a teacher for --knowledge_distillation (the RLGF rows' field names)
         score = {d: round(float(doc_emb[position[d]] @ q_vec), 6) for d in positives + negs}
-        rows.append({"id": qid, "query": ds.queries[qid], "pos": [document_text(ds.corpus[d]) for d in positives],
-                     "neg": [document_text(ds.corpus[d]) for d in negs], "pos_ids": positives, "neg_ids": negs,
-                     "pos_scores": [score[d] for d in positives], "neg_scores": [score[d] for d in negs]})
+        rows.append(training_row(ds.queries[qid], [document_text(ds.corpus[d]) for d in positives],
+                                 [document_text(ds.corpus[d]) for d in negs], pos_ids=positives, neg_ids=negs,
+                                 pos_scores=[score[d] for d in positives], neg_scores=[score[d] for d in negs],
+                                 id=qid))
     out = Path(args.output_dir)
     atomic_write_text(out / "train.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     atomic_write_text(out / "heldout_query_ids.txt", "".join(f"{q}\n" for q in sorted(heldout)))

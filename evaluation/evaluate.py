@@ -25,7 +25,7 @@ from inference.sparse import BM25Config
 
 from .baselines import GENERATIVE_METHODS, METHODS, GenerationSettings, encode_queries
 from .data import RetrievalDataset, load_dataset
-from .evaluator import RetrievalEvaluator, RetrievalResult
+from .evaluator import RetrievalEvaluator, RetrievalResult, evaluation_query_ids
 from .search import bm25_index_cached, encode_corpus_cached, resolve_embedding_cache
 
 # Methods that use BM25: ``bm25`` alone, ``hybrid`` = BM25 fused with the raw dense query (inference.hybrid).
@@ -51,7 +51,8 @@ class EvaluateArguments:
     top_k: int = 1000
     batch_size: int = 64
     pooling_method: str | None = None
-    normalize: bool | None = None
+    normalize_embeddings: bool | None = field(default=None, metadata={
+        "help": "L2-normalise embeddings (default: the model folder's setting, else true)", "aliases": ("normalize",)})
     query_instruction: str | None = None
     passage_instruction: str | None = None
     max_length: int | None = None
@@ -111,14 +112,6 @@ class EvaluateArguments:
         return self.methods or [self.method]
 
 
-def select_queries(query_ids: list[str], max_queries: int | None, seed: int) -> list[str]:
-    """A fixed, seeded subset (in corpus order) so every method is scored on the same queries."""
-    if max_queries is None or max_queries >= len(query_ids):
-        return list(query_ids)
-    chosen = set(random.Random(seed).sample(sorted(query_ids), max_queries))
-    return [q for q in query_ids if q in chosen]
-
-
 def sample_corpus(corpus: dict[str, dict], qrels: dict[str, dict[str, int]], query_ids: list[str],
                   others: int, seed: int) -> dict[str, dict]:
     """The judged documents of ``query_ids`` plus ``others`` seeded random documents, in corpus order."""
@@ -150,7 +143,7 @@ class Searchers:
         from inference import Embedder
 
         a = self.args
-        return Embedder(a.retriever, pooling_method=a.pooling_method, normalize=a.normalize,
+        return Embedder(a.retriever, pooling_method=a.pooling_method, normalize=a.normalize_embeddings,
                         query_instruction=a.query_instruction, passage_instruction=a.passage_instruction,
                         max_length=a.max_length, batch_size=a.batch_size, devices=a.devices)
 
@@ -196,16 +189,7 @@ class Searchers:
 
 
 def select_evaluation_queries(args: EvaluateArguments, ds: RetrievalDataset) -> list[str]:
-    judged = ds.evaluated_query_ids()
-    if args.query_ids_file:
-        path = Path(args.query_ids_file)
-        if not path.is_file():
-            raise UserError("file not found", file=path, field="query_ids_file")
-        wanted = {line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()}
-        judged = [q for q in judged if q in wanted]
-        if not judged:
-            raise UserError(f"none of its {len(wanted)} ids is a judged query of split {args.split!r}", file=path)
-    return select_queries(judged, args.max_queries, args.seed)
+    return evaluation_query_ids(ds, args.split, args.query_ids_file, args.max_queries, args.seed)
 
 
 def load_run_generator(args: EvaluateArguments):

@@ -3,7 +3,8 @@
 Every CLI declares one ``@dataclass`` of arguments (Tevatron style) and calls
 :func:`parse_args`. Unlike argparse's ``type=bool`` (reference bug 13), booleans accept only
 true/false/yes/no/1/0 (a bare ``--flag`` means true), and a YAML key or flag that is not a field is an error naming the file and
-key: a typo is never ignored silently.
+key: a typo is never ignored silently. Each option has one name; a field's ``aliases`` metadata accepts other
+spellings users know (the reference's, or an earlier release's) as flags and YAML keys.
 """
 from __future__ import annotations
 
@@ -113,6 +114,8 @@ def parse_args(cls: type[T], argv: Sequence[str], *, prog: str | None = None,
         raise TypeError(f"{cls} is not a dataclass")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    # one name per option; ``aliases`` in a field's metadata keeps older or the reference's names working
+    aliases = {alias: name for name, f in fields.items() for alias in f.metadata.get("aliases", ())}
 
     parser = argparse.ArgumentParser(prog=prog, description=description or (cls.__doc__ or "").strip())
     parser.add_argument("--config", help="YAML file of option: value (flags given here override it)")
@@ -122,7 +125,8 @@ def parse_args(cls: type[T], argv: Sequence[str], *, prog: str | None = None,
         base, _ = _unwrap_optional(hints[name])
         # a bare boolean flag (``--emit_commands``) means true; an explicit value is still checked strictly
         extra = {"nargs": "?", "const": "true"} if base is bool else {}
-        parser.add_argument(f"--{name}", dest=name, default=argparse.SUPPRESS,
+        flags = [f"--{name}", *(f"--{alias}" for alias in f.metadata.get("aliases", ()))]
+        parser.add_argument(*flags, dest=name, default=argparse.SUPPRESS,
                             help=f"{help_text} (default: {default!r})", **extra)
     namespace, unknown = parser.parse_known_args(list(argv))
     if unknown:
@@ -133,6 +137,9 @@ def parse_args(cls: type[T], argv: Sequence[str], *, prog: str | None = None,
     config_path = getattr(namespace, "config", None)
     if config_path:
         for key, value in load_yaml_config(config_path).items():
+            key = aliases.get(key, key)
+            if key in values:
+                raise UserError("given twice (under its name and an alias)", file=config_path, field=str(key))
             if key not in fields:
                 close = [n for n in fields if n.replace("_", "") == str(key).replace("_", "").lower()]
                 hint = f"; did you mean '{close[0]}'?" if close else ""

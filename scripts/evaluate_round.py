@@ -46,7 +46,7 @@ class RoundEvaluationArguments:
     split: str = "test"
     base_retriever: str = "sentence-transformers/all-MiniLM-L6-v2"
     base_pooling_method: str | None = field(default=None, metadata={"help": "for base models without ST config"})
-    base_normalize: bool | None = None
+    base_normalize_embeddings: bool | None = field(default=None, metadata={"aliases": ("base_normalize",)})
     base_query_instruction: str | None = None
     base_generator: str = "HuggingFaceTB/SmolLM2-135M-Instruct"
     round_retriever: str = ""
@@ -92,7 +92,8 @@ class RoundEvaluation:
                            generation_batch_size=args.generation_batch_size, generator_backend=args.generator_backend,
                            fusion=args.hybrid_fusion)
         self.base_opts = dict(retriever=args.base_retriever, pooling_method=args.base_pooling_method,
-                              normalize=args.base_normalize, query_instruction=args.base_query_instruction)
+                              normalize_embeddings=args.base_normalize_embeddings,
+                              query_instruction=args.base_query_instruction)
         self.results: dict = {"subset": {}, "full": {}, "heldout": {}}
         self.per_query: dict[str, dict[str, float]] = {}
 
@@ -107,7 +108,7 @@ class RoundEvaluation:
 
         a = self.args
         return Embedder(a.base_retriever, show_progress=False, pooling_method=a.base_pooling_method,
-                        normalize=a.base_normalize, query_instruction=a.base_query_instruction)
+                        normalize=a.base_normalize_embeddings, query_instruction=a.base_query_instruction)
 
     def run(self, name: str, **kw) -> dict:
         return run_evaluation(EvaluateArguments(**{**self.common, **kw}, output=str(self.out / f"{name}.json")))

@@ -101,7 +101,7 @@ def stage_option_names() -> dict[str, set[str]]:
     from data_generation.generate_retriever_data import RetrieverDataArguments
     from data_generation.generate_retriever_distill_data import DistillDataArguments
     from finetune.generator.train import GeneratorTrainArguments
-    from finetune.retriever.arguments import (RetrieverDataArguments as TrainData, RetrieverModelArguments,
+    from finetune.retriever.arguments import (RetrieverModelArguments, RetrieverTrainDataArguments,
                                               RetrieverTrainingArguments)
     from finetune.retriever.train import RunArguments
 
@@ -111,7 +111,8 @@ def stage_option_names() -> dict[str, set[str]]:
     return {"queries": names(GenerateQueriesArguments), "generator_data": names(GeneratorDataArguments),
             "train_generator": names(GeneratorTrainArguments), "retriever_data": names(RetrieverDataArguments),
             "distill": names(DistillDataArguments),
-            "train_retriever": names(RetrieverModelArguments, TrainData, RetrieverTrainingArguments, RunArguments),
+            "train_retriever": names(RetrieverModelArguments, RetrieverTrainDataArguments, RetrieverTrainingArguments,
+                                     RunArguments),
             "evaluate": names(RoundEvaluationArguments)}
 
 

@@ -46,3 +46,29 @@ def test_bad_values_are_user_errors(argv, needle):
     with pytest.raises(UserError) as err:
         parse_args(Args, argv)
     assert needle in str(err.value)
+
+
+@dataclass
+class AliasArgs:
+    normalize_embeddings: bool | None = field(default=None, metadata={"aliases": ("normalize",)})
+
+
+def test_an_alias_sets_the_option_under_its_one_name(tmp_path):
+    assert parse_args(AliasArgs, ["--normalize", "false"]).normalize_embeddings is False
+    assert parse_args(AliasArgs, ["--normalize_embeddings", "false"]).normalize_embeddings is False
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("normalize: false\n")
+    assert parse_args(AliasArgs, ["--config", str(cfg)]).normalize_embeddings is False
+    cfg.write_text("normalize: false\nnormalize_embeddings: true\n")
+    with pytest.raises(UserError, match="given twice"):
+        parse_args(AliasArgs, ["--config", str(cfg)])
+
+
+def test_the_cli_options_for_normalisation_have_one_name():
+    from evaluation.evaluate import EvaluateArguments
+    from scripts.evaluate_round import RoundEvaluationArguments
+
+    assert parse_args(EvaluateArguments, ["--dataset", "d", "--normalize", "no"]).normalize_embeddings is False
+    required = [f"--{n}=x" for n in ("dataset_path", "output_dir", "round_retriever", "round_generator")]
+    round_args = parse_args(RoundEvaluationArguments, [*required, "--base_normalize", "no"])
+    assert round_args.base_normalize_embeddings is False

@@ -46,11 +46,11 @@ def test_gpu_retriever_config_names_only_real_options():
 
     import yaml
 
-    from finetune.retriever.arguments import (RetrieverDataArguments, RetrieverModelArguments,
+    from finetune.retriever.arguments import (RetrieverTrainDataArguments, RetrieverModelArguments,
                                               RetrieverTrainingArguments)
     from finetune.retriever.train import RunArguments
 
-    known = {f.name for cls in (RetrieverModelArguments, RetrieverDataArguments, RetrieverTrainingArguments,
+    known = {f.name for cls in (RetrieverModelArguments, RetrieverTrainDataArguments, RetrieverTrainingArguments,
                                 RunArguments) for f in dataclasses.fields(cls)}
     config = yaml.safe_load((REPO / "configs/gpu/train_retriever.yaml").read_text())
     assert set(config) <= known, set(config) - known

@@ -77,8 +77,9 @@ def test_outputs_have_the_documented_schemas(pipeline, slice_dir):
     rows = read_jsonl(pipeline / "retriever" / "train.jsonl")
     assert rows
     for r in rows:
-        assert {"query", "answer", "pos", "neg", "neg_answer", "pos_id", "neg_ids", "pos_rank"} <= set(r)
-        assert len(r["pos"]) == 1 and 1 <= len(r["neg"]) <= 5 and r["pos_id"] not in r["neg_ids"]
+        assert {"query", "answer", "pos", "neg", "neg_answer", "pos_ids", "neg_ids", "pos_rank"} <= set(r)
+        assert len(r["pos"]) == 1 and 1 <= len(r["neg"]) <= 5 and r["pos_ids"] == [r["doc_id"]]
+        assert r["pos_ids"][0] not in r["neg_ids"] and len(r["neg_ids"]) == len(r["neg"])
         assert r["pos"][0] not in r["neg"] and len(set(r["neg_ids"])) == len(r["neg_ids"])
 
     distill = read_jsonl(pipeline / "distill" / "train_distill.jsonl")

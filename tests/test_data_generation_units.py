@@ -8,6 +8,7 @@ from data_generation.generate_generator_data import GeneratorDataArguments, sele
 from data_generation.generate_queries import parse_qc_reply
 from data_generation.generate_retriever_data import RetrieverDataArguments, mine_negatives, passes_round_trip
 from data_generation.generate_retriever_distill_data import parse_ranking, teacher_rows
+from data_generation.rows import read_training_row, training_row
 from data_generation.text import (clean_generated_query, copies_document, is_repetitive, mentions_source,
                                   truncate_to_tokens)
 
@@ -84,13 +85,30 @@ def test_parse_ranking(reply, n, order, status):
 
 
 def test_teacher_scores_are_reciprocal_ranks_without_ties():
-    row = {"pos": ["P"], "neg": ["A", "B", "C"], "pos_id": "p", "neg_ids": ["a", "b", "c"]}
+    row = {"pos": ["P"], "neg": ["A", "B", "C"], "pos_ids": ["p"], "neg_ids": ["a", "b", "c"]}
     out = teacher_rows(row, [2, 0, 3, 1], relabel=False)  # LLM: B > P > C > A
-    assert out["pos"] == ["P"] and out["pos_scores"] == [0.5]
+    assert out["pos"] == ["P"] and out["pos_scores"] == [0.5] and out["pos_ids"] == ["p"]
     assert out["neg"] == ["B", "C", "A"] and out["neg_ids"] == ["b", "c", "a"]
     assert out["neg_scores"] == pytest.approx([1.0, 1 / 3, 1 / 4])
     relabeled = teacher_rows(row, [2, 0, 3, 1], relabel=True)  # the reference: LLM's top becomes positive
     assert relabeled["pos"] == ["B"] and relabeled["pos_scores"] == [1.0] and relabeled["neg"] == ["P", "C", "A"]
+    assert relabeled["pos_ids"] == ["b"] and relabeled["neg_ids"] == ["p", "c", "a"]
+
+
+def test_teacher_rows_read_rows_written_with_a_single_pos_id():
+    legacy = {"pos": ["P"], "neg": ["A", "B"], "pos_id": "p", "neg_ids": ["a", "b"]}
+    out = teacher_rows(legacy, [1, 0, 2], relabel=True)
+    assert out["pos_ids"] == ["a"] and out["neg_ids"] == ["p", "b"] and "pos_id" not in out
+
+
+def test_training_rows_keep_ids_and_scores_aligned_with_their_passages():
+    row = training_row("q", ["P"], ["A", "B"], pos_ids=["p"], neg_ids=["a", "b"], pos_scores=[0.9],
+                       neg_scores=[0.5, 0.1], id="q1")
+    assert row == {"id": "q1", "query": "q", "pos": ["P"], "neg": ["A", "B"], "pos_ids": ["p"],
+                   "neg_ids": ["a", "b"], "pos_scores": [0.9], "neg_scores": [0.5, 0.1]}
+    assert read_training_row(row, "f", 1, need_scores=True)["neg_scores"] == [0.5, 0.1]
+    with pytest.raises(ValueError, match="neg_ids has 1 entries for 2 passages"):
+        training_row("q", ["P"], ["A", "B"], pos_ids=["p"], neg_ids=["a"])
 
 
 def test_qc_reply_is_parsed_strictly():

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import REPO, TINY_CORPUS, run_module
+from conftest import REPO, TINY_CORPUS, run_module, write_beir
 
 TORCHRUN = str(Path(sys.executable).with_name("torchrun"))
 
@@ -59,7 +59,9 @@ def logged(out: Path, key: str) -> list[float]:
 def ddp_run(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("ddp")
     out = root / "model"
-    proc = torchrun(write_rows(root / "train.jsonl"), out, 29517)
+    # 8 rows in global batches of 4: 2 steps an epoch, 4 epochs; the evaluator callback scores each epoch's end
+    evaluation = write_beir(root / "eval", split="dev")
+    proc = torchrun(write_rows(root / "train.jsonl"), out, 29517, "--eval_dataset_path", str(evaluation))
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "trained 8 steps" in proc.stdout
     return out
@@ -88,6 +90,34 @@ def test_torchrun_two_processes_cross_device_kd(ddp_run):
     np.testing.assert_allclose(model.encode_queries(texts), st, atol=1e-5)
     base = Embedder("sentence-transformers/all-MiniLM-L6-v2", show_progress=False).encode(texts)
     assert not np.allclose(base, st, atol=1e-4)  # it did train
+
+
+def test_retrieval_evaluator_callback_scores_each_epoch_like_the_evaluate_cli(ddp_run):
+    from evaluation.evaluator import RetrievalEvaluator
+    from inference import Embedder
+
+    records = [json.loads(line) for line in (ddp_run / "eval_results.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [2, 4, 6, 8] and all(r["queries"] == 3 for r in records)
+    # the Trainer's log history holds them too, and the manifest records it (rank 0 evaluates, once an epoch)
+    assert json.loads((ddp_run / "manifest.json").read_text())["evaluation"] == records
+    final = RetrievalEvaluator.from_dataset(ddp_run.parent / "eval", "dev")(Embedder(str(ddp_run), show_progress=False))
+    assert records[-1]["eval_ndcg@10"] == pytest.approx(final.metrics["ndcg@10"], abs=1e-4)
+    assert records[-1]["eval_map@100"] == pytest.approx(final.metrics["map@100"], abs=1e-4)
+
+
+def test_training_encoder_encodes_as_the_inference_embedder(minilm):
+    from finetune.retriever.arguments import RetrieverModelArguments
+    from finetune.retriever.data import RetrieverCollator
+    from finetune.retriever.evaluation import TrainingEncoder
+    from finetune.retriever.train import build_model
+
+    model, tokenizer, _ = build_model(RetrieverModelArguments())
+    model.train()
+    encoder = TrainingEncoder(model, RetrieverCollator(tokenizer, 256, 256), batch_size=2)
+    texts = [f"{d['title']} {d['text']}" for d in TINY_CORPUS]
+    np.testing.assert_allclose(encoder.encode_corpus(texts), minilm.encode_corpus(texts), atol=1e-5)
+    np.testing.assert_allclose(encoder.encode_queries(texts[:3]), minilm.encode_queries(texts[:3]), atol=1e-5)
+    assert model.training  # the training mode is restored after the evaluation
 
 
 @pytest.mark.parametrize("zero", ["zero1", "zero2"])

@@ -27,12 +27,18 @@ class RetrieverModelArguments:
 
 
 @dataclass
-class RetrieverDataArguments:
+class RetrieverTrainDataArguments:
     train_data: list[str] = field(default_factory=list, metadata={"help": "JSONL files or folders"})
     train_group_size: int = 8
     query_max_len: int = 64
     passage_max_len: int = 256
     same_dataset_within_batch: bool = False
+    eval_dataset_path: str | None = field(default=None, metadata={
+        "help": "BEIR / AIR-Bench folder scored at each epoch's end (RetrievalEvaluator); train or dev, never test"})
+    eval_split: str = "dev"
+    eval_query_ids_file: str | None = field(default=None, metadata={
+        "help": "score only these query ids, e.g. rows_from_qrels' heldout_query_ids.txt"})
+    eval_max_queries: int | None = None
 
 
 @dataclass

@@ -1,8 +1,7 @@
 """Training data for the retriever: our stage D/E rows and the Open-Retrievals pairwise format.
 
-Accepted rows (JSONL):
-- ours: ``{query, pos: [...], neg: [...], answer?, pos_scores?, neg_scores?}``;
-- Open-Retrievals: ``{query, positive: [...] | str, negative: [...] | str}``.
+Accepted rows (JSONL): the schema of :mod:`data_generation.rows` (``{query, pos, neg, answer?, pos_scores?,
+neg_scores?}``) and the Open-Retrievals format ``{query, positive: [...] | str, negative: [...] | str}``.
 
 Each item yields one group: a positive and ``train_group_size − 1`` negatives (sampled without replacement,
 repeated when too few), seeded by (seed, epoch, index) so a resumed run sees the same groups. With teacher
@@ -20,52 +19,12 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from inference.embedder import document_text
+from data_generation.rows import read_training_row
 from inference.errors import UserError
 from inference.io import iter_jsonl
 from inference.prompts import augmentation_prefix
 
 logger = logging.getLogger(__name__)
-
-
-def _as_list(value, path, lineno, field) -> list[str]:
-    if isinstance(value, (str, dict)):
-        value = [value]
-    if not isinstance(value, list):
-        raise UserError(f"expected a list of passages, got {type(value).__name__}", file=path, line=lineno,
-                        field=field)
-    out = []
-    for v in value:
-        if isinstance(v, dict):
-            v = document_text(v)
-        if not isinstance(v, str):
-            raise UserError(f"expected passage strings, got {type(v).__name__}", file=path, line=lineno, field=field)
-        out.append(v)
-    return out
-
-
-def normalize_row(row: dict, path, lineno: int, need_scores: bool) -> dict:
-    if not isinstance(row.get("query"), str) or not row["query"].strip():
-        raise UserError("missing or empty", file=path, line=lineno, field="query")
-    pos_field = "pos" if "pos" in row else "positive"
-    neg_field = "neg" if "neg" in row else "negative"
-    if pos_field not in row:
-        raise UserError("missing (pos or positive)", file=path, line=lineno, field="pos")
-    pos = _as_list(row[pos_field], path, lineno, pos_field)
-    neg = _as_list(row.get(neg_field, []), path, lineno, neg_field)
-    if not pos:
-        raise UserError("no positive passage", file=path, line=lineno, field=pos_field)
-    out = {"query": row["query"], "pos": pos, "neg": neg, "answer": row.get("answer")}
-    if need_scores:
-        for name, n in (("pos_scores", len(pos)), ("neg_scores", len(neg))):
-            scores = row.get(name)
-            if not isinstance(scores, list) or len(scores) != n or not all(
-                    isinstance(s, (int, float)) for s in scores):
-                raise UserError(f"knowledge distillation needs {n} numeric scores (run "
-                                "generate_retriever_distill_data, or set knowledge_distillation false)",
-                                file=path, line=lineno, field=name)
-        out["pos_scores"], out["neg_scores"] = row["pos_scores"], row["neg_scores"]
-    return out
 
 
 def load_train_files(paths: list[str], need_scores: bool) -> list[list[dict]]:
@@ -74,7 +33,7 @@ def load_train_files(paths: list[str], need_scores: bool) -> list[list[dict]]:
         p = Path(path)
         targets = sorted(p.glob("*.jsonl")) if p.is_dir() else [p]
         for target in targets:
-            rows = [normalize_row(r, target, n, need_scores) for n, r in iter_jsonl(target)]
+            rows = [read_training_row(r, target, n, need_scores) for n, r in iter_jsonl(target)]
             if not rows:
                 raise UserError("no training rows", file=target)
             files.append(rows)

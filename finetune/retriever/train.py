@@ -19,7 +19,7 @@ from finetune.cli import (apply_lora, parse_hf_args, replica_drift, resume_check
                           write_training_manifest)
 from inference.errors import UserError, run_cli
 
-from .arguments import (KD_LOSS_TYPES, TRAINING_TYPES, RetrieverDataArguments, RetrieverModelArguments,
+from .arguments import (KD_LOSS_TYPES, TRAINING_TYPES, RetrieverTrainDataArguments, RetrieverModelArguments,
                         RetrieverTrainingArguments)
 
 logger = logging.getLogger(__name__)
@@ -33,7 +33,7 @@ class RunArguments:
 
 def parse(argv: Sequence[str]):
     model_args, data_args, train_args, run_args = parse_hf_args(
-        (RetrieverModelArguments, RetrieverDataArguments, RetrieverTrainingArguments, RunArguments), argv)
+        (RetrieverModelArguments, RetrieverTrainDataArguments, RetrieverTrainingArguments, RunArguments), argv)
     if not data_args.train_data:
         raise UserError("required", field="train_data")
     if train_args.kd_loss_type not in KD_LOSS_TYPES:
@@ -74,6 +74,20 @@ def build_model(model_args: RetrieverModelArguments):
     return EmbeddingModel(backbone, pooling, normalize), tokenizer, defaults
 
 
+def evaluation_callbacks(data_args, collator, seed: int) -> list:
+    """A ``RetrievalEvaluatorCallback`` when ``--eval_dataset_path`` is given (built on every rank: bad input
+    stops all of them before training)."""
+    if not data_args.eval_dataset_path:
+        return []
+    from evaluation.evaluator import RetrievalEvaluator
+
+    from .evaluation import RetrievalEvaluatorCallback
+
+    evaluator = RetrievalEvaluator.from_dataset(data_args.eval_dataset_path, data_args.eval_split,
+                                                data_args.eval_query_ids_file, data_args.eval_max_queries, seed)
+    return [RetrievalEvaluatorCallback(evaluator, collator)]
+
+
 def train(model_args, data_args, train_args, run_args) -> dict:
     from .data import RetrieverCollator, RetrieverTrainDataset, load_train_files
     from .trainer import EpochCallback, RetrieverTrainer
@@ -99,7 +113,8 @@ def train(model_args, data_args, train_args, run_args) -> dict:
         train_args.gradient_checkpointing_kwargs = train_args.gradient_checkpointing_kwargs or {"use_reentrant": False}
     trainer = RetrieverTrainer(model=model, args=train_args, train_dataset=dataset, data_collator=collator,
                                processing_class=tokenizer, max_seq_length=max_seq_length,
-                               callbacks=[EpochCallback(dataset)])
+                               callbacks=[EpochCallback(dataset), *evaluation_callbacks(data_args, collator,
+                                                                                      train_args.seed)])
     resume = resume_checkpoint(train_args, run_args.auto_resume)
     result = trainer.train(resume_from_checkpoint=resume)
     drift = replica_drift(trainer.model)  # every rank, right after training
