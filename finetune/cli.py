@@ -1,47 +1,14 @@
-"""Shared pieces of the ``torchrun -m finetune.<trainer>`` entry points: YAML → flags, data file lists."""
+"""Shared pieces of the ``torchrun -m finetune.<trainer>`` entry points: data file lists, checkpoints, manifests.
+
+Options come from :func:`inference.config.parse_args` (the one option system of every CLI), given the trainer's
+model / data / training dataclasses together."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
 from typing import Sequence
 
-from inference.config import load_yaml_config
 from inference.errors import UserError
-
-
-def yaml_to_argv(path: str) -> list[str]:
-    """``key: value`` lines as ``--key value`` flags, for ``HfArgumentParser`` (lists expand, dicts as JSON)."""
-    argv: list[str] = []
-    for key, value in load_yaml_config(path).items():
-        if isinstance(value, list):
-            if value:  # an empty list means "not set here" (e.g. train_data given on the command line)
-                argv += [f"--{key}", *[str(v) for v in value]]
-        elif isinstance(value, dict):
-            argv += [f"--{key}", json.dumps(value)]
-        elif value is None:
-            continue
-        else:
-            argv += [f"--{key}", str(value)]
-    return argv
-
-
-def parse_hf_args(classes: tuple, argv: Sequence[str]) -> tuple:
-    """``--config FILE`` (flags given beside it win) + flags → one instance per dataclass; unknown keys are errors."""
-    from transformers import HfArgumentParser
-
-    argv = list(argv)
-    config = None
-    if "--config" in argv:
-        i = argv.index("--config")
-        config = argv[i + 1] if i + 1 < len(argv) else None
-        if not config:
-            raise UserError("--config needs a file")
-        argv = yaml_to_argv(config) + argv[:i] + argv[i + 2:]
-    *objs, remaining = HfArgumentParser(classes).parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
-    if remaining:
-        key = next((r for r in remaining if r.startswith("--")), remaining[0])
-        raise UserError(f"unknown option {key!r}", file=config if config else None)
-    return tuple(objs)
 
 
 def data_files(paths: list[str]) -> list[Path]:

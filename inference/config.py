@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import types
 import typing
 from pathlib import Path
@@ -107,17 +108,47 @@ def load_yaml_config(path: str | Path) -> dict:
     return data
 
 
-def parse_args(cls: type[T], argv: Sequence[str], *, prog: str | None = None,
-               description: str | None = None) -> T:
-    """Build ``cls`` from ``--config FILE`` (optional) and ``--field value`` flags."""
-    if not dataclasses.is_dataclass(cls):
-        raise TypeError(f"{cls} is not a dataclass")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+def _option_fields(classes: tuple[type, ...]) -> tuple[dict, dict, dict]:
+    """Every init field of ``classes`` by name (one namespace: a name in two classes is a programming error),
+    its type hint and its owning class."""
+    fields, hints, owner = {}, {}, {}
+    for cls in classes:
+        if not dataclasses.is_dataclass(cls):
+            raise TypeError(f"{cls} is not a dataclass")
+        cls_hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if not f.init:
+                continue
+            if f.name in owner:
+                raise TypeError(f"option {f.name!r} is declared by both {owner[f.name].__name__} and {cls.__name__}")
+            fields[f.name], hints[f.name], owner[f.name] = f, cls_hints[f.name], cls
+    return fields, hints, owner
+
+
+def _read_config(config_path: str, fields: dict, hints: dict, aliases: dict) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for key, value in load_yaml_config(config_path).items():
+        key = aliases.get(key, key)
+        if key in values:
+            raise UserError("given twice (under its name and an alias)", file=config_path, field=str(key))
+        if key not in fields:
+            close = difflib.get_close_matches(str(key).lower(), list(fields), n=1, cutoff=0.8)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise UserError(f"unknown option{hint}", file=config_path, field=str(key))
+        values[key] = coerce(value, hints[key], where="in config", field=key, file=config_path)
+    return values
+
+
+def parse_args(cls: type[T] | tuple[type, ...], argv: Sequence[str], *, prog: str | None = None,
+               description: str | None = None) -> Any:
+    """Build ``cls`` from ``--config FILE`` (optional) and ``--field value`` flags. Given a tuple of dataclasses
+    (a trainer's model / data / training arguments), one namespace of options fills each and a tuple returns."""
+    classes = cls if isinstance(cls, tuple) else (cls,)
+    fields, hints, owner = _option_fields(classes)
     # one name per option; ``aliases`` in a field's metadata keeps older or the reference's names working
     aliases = {alias: name for name, f in fields.items() for alias in f.metadata.get("aliases", ())}
 
-    parser = argparse.ArgumentParser(prog=prog, description=description or (cls.__doc__ or "").strip())
+    parser = argparse.ArgumentParser(prog=prog, description=description or (classes[0].__doc__ or "").strip())
     parser.add_argument("--config", help="YAML file of option: value (flags given here override it)")
     for name, f in fields.items():
         help_text = f.metadata.get("help", "")
@@ -127,24 +158,14 @@ def parse_args(cls: type[T], argv: Sequence[str], *, prog: str | None = None,
         extra = {"nargs": "?", "const": "true"} if base is bool else {}
         flags = [f"--{name}", *(f"--{alias}" for alias in f.metadata.get("aliases", ()))]
         parser.add_argument(*flags, dest=name, default=argparse.SUPPRESS,
-                            help=f"{help_text} (default: {default!r})", **extra)
+                            help=f"{help_text} (default: {default!r})".replace("%", "%%"), **extra)
     namespace, unknown = parser.parse_known_args(list(argv))
     if unknown:
         flag = next((u for u in unknown if u.startswith("-")), unknown[0])
         raise UserError(f"unknown option {flag!r} (see --help)")
 
-    values: dict[str, Any] = {}
     config_path = getattr(namespace, "config", None)
-    if config_path:
-        for key, value in load_yaml_config(config_path).items():
-            key = aliases.get(key, key)
-            if key in values:
-                raise UserError("given twice (under its name and an alias)", file=config_path, field=str(key))
-            if key not in fields:
-                close = [n for n in fields if n.replace("_", "") == str(key).replace("_", "").lower()]
-                hint = f"; did you mean '{close[0]}'?" if close else ""
-                raise UserError(f"unknown option{hint}", file=config_path, field=str(key))
-            values[key] = coerce(value, hints[key], where="in config", field=key, file=config_path)
+    values = _read_config(config_path, fields, hints, aliases) if config_path else {}
     for name in fields:
         if hasattr(namespace, name):
             values[name] = coerce(getattr(namespace, name), hints[name], where="on the command line", field=name)
@@ -152,11 +173,12 @@ def parse_args(cls: type[T], argv: Sequence[str], *, prog: str | None = None,
                and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
     if missing:
         raise UserError(f"required option(s) missing: {', '.join('--' + m for m in missing)}")
-    obj = cls(**values)
-    validate = getattr(obj, "validate", None)
-    if callable(validate):
-        validate()
-    return obj
+    objs = tuple(c(**{n: v for n, v in values.items() if owner[n] is c}) for c in classes)
+    for obj in objs:
+        validate = getattr(obj, "validate", None)
+        if callable(validate):
+            validate()
+    return objs if isinstance(cls, tuple) else objs[0]
 
 
 def asdict_public(obj: Any) -> dict:

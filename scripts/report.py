@@ -23,9 +23,9 @@ from inference.errors import UserError, run_cli
 from inference.io import atomic_write_json, atomic_write_text, iter_jsonl
 from inference.manifest import read_manifest
 
-SIZE_STAGES = {"queries": "synthetic/queries", "generator_data": "synthetic/generator_data",
-               "retriever_data": "synthetic/retriever_data", "distill": "synthetic/distill"}
-SAMPLED_STAGES = ("queries", "retriever_data")  # the report shows which pseudo-queries were kept and dropped
+from .steps import STEPS
+
+SAMPLED_STAGES = tuple(s.name for s in STEPS if s.samples_queries)  # which pseudo-queries were kept and dropped
 SAMPLE_SIZE = 3
 
 
@@ -47,8 +47,8 @@ def _rounds(run_dir: Path) -> list[int]:
 
 def _sizes(run_dir: Path, k: int) -> dict:
     sizes = {}
-    for name, rel in SIZE_STAGES.items():
-        stage_dir = run_dir / ("round_1" if name == "queries" else f"round_{k}") / rel
+    for step in (s for s in STEPS if s.kind == "stage"):
+        name, stage_dir = step.name, step.directory(run_dir, k)
         if (m := read_manifest(stage_dir)) is not None:
             counts = m["counts"]
             sizes[name] = {"items": counts.get("items"), "kept": counts.get("kept"), "dropped": counts.get("dropped"),
@@ -64,9 +64,10 @@ def _sizes(run_dir: Path, k: int) -> dict:
                                            if key.startswith("ranking_")}
                 if "scored" in notes:
                     sizes[name]["rankings"]["scored"] = notes["scored"]
-    for name, rel in (("train_generator", "generator"), ("train_retriever", "retriever")):
-        if (m := read_manifest(run_dir / f"round_{k}" / rel)) is not None:
-            sizes[name] = m.get("counts") or {k2: m["parameters"].get(k2) for k2 in ("max_steps", "num_train_epochs")}
+    for step in (s for s in STEPS if s.training):
+        if (m := read_manifest(step.directory(run_dir, k))) is not None:
+            sizes[step.name] = m.get("counts") or {key: m["parameters"].get(key)
+                                                   for key in ("max_steps", "num_train_epochs")}
     return sizes
 
 

@@ -35,9 +35,9 @@ from inference.errors import UserError, run_cli
 from inference.io import atomic_write_json, atomic_write_text
 from inference.manifest import changed_inputs, read_manifest
 
+from .steps import STEPS
+
 logger = logging.getLogger(__name__)
-STEPS = ("queries", "generator_data", "train_generator", "retriever_data", "distill", "train_retriever", "evaluate")
-TRAINING_STEPS = ("train_generator", "train_retriever")  # LLaMA-Factory / torchrun: always this interpreter's env
 
 
 @dataclass
@@ -94,26 +94,7 @@ class SelfBoostConfig:
 
 def stage_option_names() -> dict[str, set[str]]:
     """Option names each step accepts, so a typo in the driver config fails before any work starts."""
-    import dataclasses
-
-    from data_generation.generate_generator_data import GeneratorDataArguments
-    from data_generation.generate_queries import GenerateQueriesArguments
-    from data_generation.generate_retriever_data import RetrieverDataArguments
-    from data_generation.generate_retriever_distill_data import DistillDataArguments
-    from finetune.generator.train import GeneratorTrainArguments
-    from finetune.retriever.arguments import (RetrieverModelArguments, RetrieverTrainDataArguments,
-                                              RetrieverTrainingArguments)
-    from finetune.retriever.train import RunArguments
-
-    from .evaluate_round import RoundEvaluationArguments
-
-    names = lambda *classes: {f.name for c in classes for f in dataclasses.fields(c)}  # noqa: E731
-    return {"queries": names(GenerateQueriesArguments), "generator_data": names(GeneratorDataArguments),
-            "train_generator": names(GeneratorTrainArguments), "retriever_data": names(RetrieverDataArguments),
-            "distill": names(DistillDataArguments),
-            "train_retriever": names(RetrieverModelArguments, RetrieverTrainDataArguments, RetrieverTrainingArguments,
-                                     RunArguments),
-            "evaluate": names(RoundEvaluationArguments)}
+    return {step.name: step.option_names() for step in STEPS}
 
 
 def round_dir(cfg: SelfBoostConfig, k: int) -> Path:
@@ -128,62 +109,61 @@ def models_for_round(cfg: SelfBoostConfig, k: int) -> tuple[str, str]:
     return str(prev / "generator" / "merged_model"), str(prev / "retriever")
 
 
-def step_plan(cfg: SelfBoostConfig, k: int) -> list[tuple[str, Path, list[str]]]:
-    """``(step, output_dir, command)`` for round k; writes each step's YAML config under round_k/configs."""
-    r = round_dir(cfg, k)
-    queries_dir = round_dir(cfg, 1) / "synthetic" / "queries"
+def step_values(cfg: SelfBoostConfig, k: int, dirs: dict[str, Path]) -> dict[str, dict]:
+    """Each step's options for round k: the profile's section over what the round wires in (models, paths)."""
     generator, retriever = models_for_round(cfg, k)
-    new_generator = str(r / "generator" / "merged_model")
+    new_generator = str(dirs["train_generator"] / "merged_model")
+    queries = str(dirs["queries"] / "queries.jsonl")
     gen_common = {"task": cfg.task, "seed": cfg.seed, "generator_backend": cfg.generator_backend}
     cache = {"embedding_cache": cfg.embedding_cache} if cfg.embedding_cache else {}
-    # RLGF's teacher scores only matter to a distilling retriever: without KD the distill step is skipped and
-    # the retriever trains on the mined rows directly (a profile choice, recorded in the report).
-    distilling = bool(cfg.train_retriever.get("knowledge_distillation", False))
-    retriever_rows = (r / "synthetic" / "distill" / "train_distill.jsonl" if distilling
-                      else r / "synthetic" / "retriever_data" / "train.jsonl")
-    configs = {
-        "queries": ("data_generation.generate_queries", queries_dir, {
-            **gen_common, "generator": cfg.base_generator, "dataset_path": cfg.dataset_path, **cfg.queries}),
-        "generator_data": ("data_generation.generate_generator_data", r / "synthetic" / "generator_data", {
-            **gen_common, "generator": generator, "retriever": retriever,
-            "queries_path": str(queries_dir / "queries.jsonl"), **cfg.generator_data}),
-        "train_generator": ("finetune.generator.train", r / "generator", {
-            "model_name_or_path": generator, "generator_data_dir": str(r / "synthetic" / "generator_data"),
-            "seed": cfg.seed, **cfg.train_generator}),
-        "retriever_data": ("data_generation.generate_retriever_data", r / "synthetic" / "retriever_data", {
-            **gen_common, **cache, "generator": new_generator, "retriever": retriever,
-            "queries_path": str(queries_dir / "queries.jsonl"), "dataset_path": cfg.dataset_path,
-            **cfg.retriever_data}),
-        "distill": ("data_generation.generate_retriever_distill_data", r / "synthetic" / "distill", {
-            **gen_common, "generator": new_generator,
-            "retriever_data_path": str(r / "synthetic" / "retriever_data" / "train.jsonl"), **cfg.distill}),
-        "train_retriever": ("finetune.retriever.train", r / "retriever", {
-            "model_name_or_path": retriever, "seed": cfg.seed, "use_cpu": True,
-            "train_data": [str(retriever_rows)], **cfg.train_retriever}),
-        "evaluate": ("scripts.evaluate_round", r / "eval", {
-            **cache, "dataset_path": cfg.dataset_path, "task": cfg.task, "split": cfg.split,
-            "base_retriever": cfg.base_retriever, "base_generator": cfg.base_generator,
-            "round_retriever": str(r / "retriever"), "round_generator": new_generator,
-            "generator_backend": cfg.generator_backend, "baselines": k == 1,
-            "heldout_path": str(queries_dir / "heldout.jsonl"), **cfg.evaluate}),
+    retriever_rows = (dirs["distill"] / "train_distill.jsonl" if distilling(cfg)
+                      else dirs["retriever_data"] / "train.jsonl")
+    return {
+        "queries": {**gen_common, "generator": cfg.base_generator, "dataset_path": cfg.dataset_path, **cfg.queries},
+        "generator_data": {**gen_common, "generator": generator, "retriever": retriever, "queries_path": queries,
+                           **cfg.generator_data},
+        "train_generator": {"model_name_or_path": generator, "generator_data_dir": str(dirs["generator_data"]),
+                            "seed": cfg.seed, **cfg.train_generator},
+        "retriever_data": {**gen_common, **cache, "generator": new_generator, "retriever": retriever,
+                           "queries_path": queries, "dataset_path": cfg.dataset_path, **cfg.retriever_data},
+        "distill": {**gen_common, "generator": new_generator,
+                    "retriever_data_path": str(dirs["retriever_data"] / "train.jsonl"), **cfg.distill},
+        "train_retriever": {"model_name_or_path": retriever, "seed": cfg.seed, "use_cpu": True,
+                            "train_data": [str(retriever_rows)], **cfg.train_retriever},
+        "evaluate": {**cache, "dataset_path": cfg.dataset_path, "task": cfg.task, "split": cfg.split,
+                     "base_retriever": cfg.base_retriever, "base_generator": cfg.base_generator,
+                     "round_retriever": str(dirs["train_retriever"]), "round_generator": new_generator,
+                     "generator_backend": cfg.generator_backend, "baselines": k == 1,
+                     "heldout_path": str(dirs["queries"] / "heldout.jsonl"), **cfg.evaluate},
     }
+
+
+def distilling(cfg: SelfBoostConfig) -> bool:
+    """RLGF's teacher scores only matter to a distilling retriever: without KD the distill step is skipped and the
+    retriever trains on the mined rows directly (a profile choice, recorded in the report)."""
+    return bool(cfg.train_retriever.get("knowledge_distillation", False))
+
+
+def step_plan(cfg: SelfBoostConfig, k: int) -> list[tuple[str, Path, list[str]]]:
+    """``(step, output_dir, command)`` for round k; writes each step's YAML config under round_k/configs."""
+    dirs = {step.name: step.directory(cfg.run_dir, k) for step in STEPS}
+    options = step_values(cfg, k, dirs)
     plan = []
     for step in STEPS:
-        if (step == "queries" and k != 1) or (step == "distill" and not distilling):
+        if (step.first_round_only and k != 1) or (step.name == "distill" and not distilling(cfg)):
             continue
-        module, out, values = configs[step]
-        values = {"output_dir": str(out), **values}
-        if step == "train_retriever" and torch_cuda_available():
+        values = {"output_dir": str(dirs[step.name]), **options[step.name]}
+        if step.name == "train_retriever" and torch_cuda_available():
             values.pop("use_cpu", None)
-        path = r / "configs" / f"{step}.yaml"
+        path = round_dir(cfg, k) / "configs" / f"{step.name}.yaml"
         atomic_write_text(path, yaml.safe_dump(values, sort_keys=False))
-        if step == "train_retriever" and cfg.nproc_per_node > 1:
+        if step.name == "train_retriever" and cfg.nproc_per_node > 1:
             cmd = [str(Path(sys.executable).with_name("torchrun")), "--nproc_per_node", str(cfg.nproc_per_node),
-                   "--master_port", str(29500 + (os.getpid() % 400)), "-m", module, "--config", str(path)]
-        else:
-            python = sys.executable if step in TRAINING_STEPS else (cfg.generation_python or sys.executable)
-            cmd = [python, "-m", module, "--config", str(path)]
-        plan.append((step, out, cmd))
+                   "--master_port", str(29500 + (os.getpid() % 400)), "-m", step.module, "--config", str(path)]
+        else:  # LLaMA-Factory / torchrun always run in this interpreter's environment
+            python = sys.executable if step.training else (cfg.generation_python or sys.executable)
+            cmd = [python, "-m", step.module, "--config", str(path)]
+        plan.append((step.name, dirs[step.name], cmd))
     return plan
 
 

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from inference.config import parse_args
+from inference.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
 CLIS = {"generate_": "data_generation.{name}", "evaluate_": "evaluation.evaluate"}
@@ -83,6 +84,31 @@ def test_generating_steps_run_in_the_generation_python_and_training_in_this_one(
                                      "--generation_python", str(tmp_path / "missing")])
 
 
+def test_the_step_registry_drives_the_plan_and_the_report(tmp_path):
+    """Each step's module, options, folder and upstream come from scripts/steps.py, and they are real."""
+    import yaml
+
+    from scripts.self_boost import SelfBoostConfig, step_plan
+    from scripts.steps import STEP_NAMES, STEPS
+
+    for i, step in enumerate(STEPS):
+        assert callable(importlib.import_module(step.module).main) and step.option_names()
+        assert set(step.upstream) <= set(STEP_NAMES[:i]), step.name  # upstream steps run earlier
+    cfg = parse_args(SelfBoostConfig, ["--config", str(REPO / "configs/cpu-demo/scifact.yaml"), "--runs_dir",
+                                       str(tmp_path / "runs")])
+    plan = step_plan(cfg, 2)
+    assert [name for name, _, _ in plan] == [s.name for s in STEPS if not s.first_round_only and (
+        s.name != "distill" or cfg.train_retriever.get("knowledge_distillation"))]
+    by_name = {s.name: s for s in STEPS}
+    for name, out, cmd in plan:
+        assert out == by_name[name].directory(cfg.run_dir, 2) and by_name[name].module in cmd
+        written = yaml.safe_load(open(cmd[cmd.index("--config") + 1]))
+        assert set(written) <= by_name[name].option_names(), name
+    # round 2 reads round 1's pseudo-queries (the registry's first_round_only step)
+    queries = yaml.safe_load((cfg.run_dir / "round_2" / "configs" / "retriever_data.yaml").read_text())["queries_path"]
+    assert queries == str(cfg.run_dir / "round_1" / "synthetic" / "queries" / "queries.jsonl")
+
+
 def test_load_generator_gives_each_backend_its_own_options():
     from inference.generators import backend_options
 
@@ -119,3 +145,18 @@ def test_dev_ablation_config_parses_and_names_known_variant_keys():
     assert [(spec or {}).get("queries") for spec in queries.variants.values()] == [None, None, 480]
     with pytest.raises(Exception, match="number of pseudo-queries"):
         DevAblationArguments(run_config="x", output_dir="y", variants={"v": {"queries": 0}}).validate()
+
+
+def test_the_trainers_parse_options_like_every_other_cli(tmp_path):
+    """One option system: comma lists, strict booleans as one-line errors, typo hints, for the trainers too."""
+    from finetune.rerank.train import parse as parse_rerank
+    from finetune.retriever.train import parse
+
+    _, data_args, train_args, _ = parse(["--train_data", "a.jsonl,b.jsonl", "--learning_rate", "1e-4"])
+    assert data_args.train_data == ["a.jsonl", "b.jsonl"] and train_args.learning_rate == 1e-4
+    with pytest.raises(UserError, match="expected true/false"):
+        parse(["--train_data", "a.jsonl", "--knowledge_distillation", "maybe"])
+    config = tmp_path / "train.yaml"
+    config.write_text("train_data: [a.jsonl]\nlearning_rat: 1.0e-4\n")
+    with pytest.raises(UserError, match="did you mean 'learning_rate'"):
+        parse_rerank(["--config", str(config)])

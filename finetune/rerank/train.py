@@ -15,9 +15,10 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from finetune.cli import (apply_lora, parse_hf_args, replica_drift, resume_checkpoint, training_main,
+from finetune.cli import (apply_lora, replica_drift, resume_checkpoint, training_main,
                           write_training_manifest)
 from finetune.retriever.train import RunArguments
+from inference.config import parse_args
 from inference.errors import UserError, run_cli
 from inference.io import atomic_write_json
 
@@ -27,8 +28,9 @@ logger = logging.getLogger(__name__)
 
 
 def parse(argv: Sequence[str]):
-    model_args, data_args, train_args, run_args = parse_hf_args(
-        (RerankerModelArguments, RerankerDataArguments, RerankerTrainingArguments, RunArguments), argv)
+    model_args, data_args, train_args, run_args = parse_args(
+        (RerankerModelArguments, RerankerDataArguments, RerankerTrainingArguments, RunArguments), argv,
+        prog="python -m finetune.rerank")
     if not data_args.train_data:
         raise UserError("required", field="train_data")
     if model_args.model_type not in ("cross-encoder", "colbert", "llm"):

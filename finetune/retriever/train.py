@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from finetune.cli import (apply_lora, parse_hf_args, replica_drift, resume_checkpoint, training_main,
+from finetune.cli import (apply_lora, replica_drift, resume_checkpoint, training_main,
                           write_training_manifest)
+from inference.config import parse_args
 from inference.errors import UserError, run_cli
 
 from .arguments import (KD_LOSS_TYPES, TRAINING_TYPES, RetrieverTrainDataArguments, RetrieverModelArguments,
@@ -32,8 +33,9 @@ class RunArguments:
 
 
 def parse(argv: Sequence[str]):
-    model_args, data_args, train_args, run_args = parse_hf_args(
-        (RetrieverModelArguments, RetrieverTrainDataArguments, RetrieverTrainingArguments, RunArguments), argv)
+    model_args, data_args, train_args, run_args = parse_args(
+        (RetrieverModelArguments, RetrieverTrainDataArguments, RetrieverTrainingArguments, RunArguments), argv,
+        prog="python -m finetune.retriever.train")
     if not data_args.train_data:
         raise UserError("required", field="train_data")
     if train_args.kd_loss_type not in KD_LOSS_TYPES:
