@@ -15,8 +15,13 @@ rarely parse: SmolLM2-135M's fell back on 74 of 97); its chunks stay, so a rerun
 
 ``teacher_scoring: query_likelihood`` needs no parsing: each candidate's score is the generator's mean
 log-probability of the query given the passage (UPR, Sachan et al. 2022), one forward pass per pair; candidates
-are ordered by it (ties keep mining order) and the scores themselves are the teacher scores. The source passage stays the positive unless
-``relabel_positive_from_ranking`` (the reference behaviour) is set. Negatives are written in LLM order with
+are ordered by it (ties keep mining order) and the scores themselves are the teacher scores.
+
+``teacher_scoring: hybrid`` is a label-free teacher that is not the generator: BM25 fused with the dense
+``retriever`` (min-max, BM25's share ``hybrid_weight``; the hybrid that evaluation measures, GPL-style pseudo-labels
+from a ranker stronger than the student). Each row's candidates are scored exactly, normalised over the query's
+hybrid candidate pool (both top-``hybrid_depth`` lists) plus the row's own candidates. The source passage stays the
+positive unless ``relabel_positive_from_ranking`` (the reference behaviour) is set. Negatives are written in LLM order with
 ``neg_scores``; the positive's score is ``pos_scores``. Output: ``train_distill.jsonl`` in its own folder
 (the reference overwrote its input in place).
 """
@@ -27,10 +32,17 @@ import re
 from dataclasses import dataclass, field
 from typing import Sequence
 
+import numpy as np
+
+from evaluation.data import load_dataset
+from evaluation.search import bm25_index_cached, encode_corpus_cached, resolve_embedding_cache
+from inference.embedder import document_text
 from inference.errors import UserError, run_cli
+from inference.hybrid import HybridCandidates, fuse_scores
 from inference.manifest import input_record
 from inference.prompts import listwise_rank_prompt, query_likelihood_prompt
 
+from .retriever_args import RetrieverArguments, build_retriever
 from .rows import candidate_ids
 from .stage import (ChunkResult, StageArguments, StageRun, build_generator, load_rows,
                     require_complete_stage, stage_main)
@@ -40,12 +52,12 @@ logger = logging.getLogger(__name__)
 STAGE = "generate_retriever_distill_data"
 _BRACKETED = re.compile(r"\[\s*(\d+)\s*\]")
 _BARE = re.compile(r"(?<![\d.])(\d+)(?![\d.])")
-TEACHER_SCORINGS = ("listwise", "query_likelihood")
+TEACHER_SCORINGS = ("listwise", "query_likelihood", "hybrid")
 
 
 @dataclass
-class DistillDataArguments(StageArguments):
-    """Stage E (RLGF): listwise LLM ranking of mined candidates → teacher scores."""
+class DistillDataArguments(RetrieverArguments, StageArguments):
+    """Stage E (RLGF): the generator's ranking of mined candidates (or a label-free hybrid's) → teacher scores."""
     retriever_data_path: str = field(default="", metadata={"help": "train.jsonl from generate_retriever_data"})
     max_candidates: int = 16
     passage_max_tokens: int = 512
@@ -54,9 +66,14 @@ class DistillDataArguments(StageArguments):
     temperature: float = 0.0
     teacher_scoring: str = field(default="listwise", metadata={
         "help": "listwise (the reference: one ranked reply per query) | query_likelihood (log-probability of the "
-                "query given each candidate)"})
+                "query given each candidate) | hybrid (BM25 + the dense retriever, no generator)"})
     max_fallback_share: float = field(default=0.2, metadata={
         "help": "listwise: stop, writing nothing, when more rankings than this share fell back to the mining order"})
+    dataset_path: str = field(default="", metadata={"help": "hybrid: the corpus stage D mined (checked by hash)"})
+    hybrid_weight: float = field(default=0.4, metadata={"help": "hybrid: BM25's share in the min-max fusion"})
+    hybrid_depth: int = field(default=1000, metadata={"help": "hybrid: depth of each list in the candidate pool"})
+    embedding_cache: str | None = field(default=None, metadata={
+        "help": "hybrid: folder, 'auto' (user cache) or none (default)"})
 
     def validate(self) -> None:
         super().validate()
@@ -69,6 +86,10 @@ class DistillDataArguments(StageArguments):
                             field="teacher_scoring")
         if not 0.0 <= self.max_fallback_share <= 1.0:
             raise UserError("must be in [0, 1]", field="max_fallback_share")
+        if not 0.0 <= self.hybrid_weight <= 1.0:
+            raise UserError("must be in [0, 1]", field="hybrid_weight")
+        if self.teacher_scoring == "hybrid" and not self.dataset_path:
+            raise UserError("the hybrid teacher needs the corpus", field="dataset_path")
 
 
 def parse_ranking(reply: str, n: int) -> tuple[list[int], str]:
@@ -161,6 +182,50 @@ class GeneratorTeacher:
         return rows_out
 
 
+class HybridTeacher:
+    """BM25 + the dense retriever over the corpus stage D mined: each row's candidates get their fused score."""
+
+    def __init__(self, args: DistillDataArguments, corpus_sha256: str):
+        ds = load_dataset(args.dataset_path, split=None)
+        if input_record(ds.corpus_file)["sha256"] != corpus_sha256:
+            raise UserError("not the corpus stage D mined (hash differs from its manifest)", file=ds.corpus_file)
+        self.args, self.doc_ids = args, ds.doc_ids
+        self.position = {d: i for i, d in enumerate(ds.doc_ids)}
+        texts = [document_text(ds.corpus[d]) for d in ds.doc_ids]
+        cache = resolve_embedding_cache(args.embedding_cache)
+        self.embedder = build_retriever(args)
+        self.doc_emb = encode_corpus_cached(self.embedder, texts, cache)
+        self.bm25 = bm25_index_cached(texts, cache)
+
+    def describe(self) -> dict:
+        return {"teacher": "hybrid", "fusion": "minmax", "bm25_weight": self.args.hybrid_weight,
+                "dense": self.embedder.identity, "bm25": self.bm25.config.identity}
+
+    def candidate_indices(self, row: dict) -> np.ndarray:
+        ids = candidate_ids(row)
+        if ids is None:
+            raise UserError("the hybrid teacher needs the candidates' ids (pos_ids, neg_ids: stage D writes them)",
+                            file=self.args.retriever_data_path, field="neg_ids")
+        return np.array([self.position[d] for d in ids[:self.args.max_candidates]], dtype=np.int64)
+
+    def score(self, chunk: list[dict], index: int) -> ChunkResult:
+        result, a = ChunkResult(), self.args
+        wanted = [self.candidate_indices(row) for row in chunk]
+        queries = [row["query"] for row in chunk]
+        pools = HybridCandidates.gather(self.embedder.encode_queries(queries), self.doc_emb, self.bm25, queries,
+                                        depth=min(a.hybrid_depth, len(self.doc_ids)), extra=wanted)
+        for qi, row in enumerate(chunk):
+            fused = fuse_scores(pools.dense[qi], pools.sparse[qi], a.hybrid_weight)
+            at = {int(d): float(f) for d, f in zip(pools.doc_indices[qi], fused)}
+            scores = [at[int(d)] for d in wanted[qi]]
+            order = sorted(range(len(scores)), key=lambda i: -scores[i])  # stable: ties keep mining order
+            trimmed = dict(row, neg=row["neg"][:len(scores) - 1], neg_ids=row["neg_ids"][:len(scores) - 1])
+            result.notes["scored"] += 1
+            result.rows.append({**teacher_rows(trimmed, order, a.relabel_positive_from_ranking, scores),
+                                "ranking_status": "scored"})
+        return result
+
+
 def run(args: DistillDataArguments) -> dict:
     data_manifest = require_complete_stage(args.retriever_data_path, "generate_retriever_data")
     rows = load_retriever_rows(args)
@@ -168,14 +233,18 @@ def run(args: DistillDataArguments) -> dict:
                                                           "corpus": data_manifest["inputs"]["corpus"]})
     if (skipped := stage.skipped_summary()) is not None:
         return skipped
+    items = [dict(r) for r in rows]
+    if args.teacher_scoring == "hybrid":
+        hybrid = HybridTeacher(args, data_manifest["inputs"]["corpus"]["sha256"])
+        stage.models = {"teacher": hybrid.describe(), "mining_retriever": data_manifest["models"].get("retriever")}
+        return stage.run(items, hybrid.score, desc="hybrid teacher")
     generator = build_generator(args)
     stage.models = {"generator": generator.describe(), "mining_retriever": data_manifest["models"].get("retriever")}
     teacher = GeneratorTeacher(generator, args)
     if args.teacher_scoring == "query_likelihood":
-        return stage.run([dict(r) for r in rows], teacher.score_likelihood, generator=generator,
-                         desc="RLGF likelihood")
-    return stage.run([dict(r) for r in rows], teacher.rank_listwise, finalize=teacher.refuse_fallbacks,
-                     generator=generator, desc="RLGF ranking")
+        return stage.run(items, teacher.score_likelihood, generator=generator, desc="RLGF likelihood")
+    return stage.run(items, teacher.rank_listwise, finalize=teacher.refuse_fallbacks, generator=generator,
+                     desc="RLGF ranking")
 
 
 def main(argv: Sequence[str]) -> int:

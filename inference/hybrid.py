@@ -61,7 +61,8 @@ class HybridCandidates:
 
     @classmethod
     def gather(cls, query_emb: np.ndarray, doc_emb: np.ndarray, bm25: BM25Index, queries: Sequence[str],
-               depth: int = 1000) -> "HybridCandidates":
+               depth: int = 1000, extra: Sequence[np.ndarray] | None = None) -> "HybridCandidates":
+        """Per query the union of both top-``depth`` lists, plus ``extra[q]`` (documents a caller must score)."""
         if len(queries) != query_emb.shape[0]:
             raise ValueError(f"{len(queries)} query texts for {query_emb.shape[0]} query vectors")
         _, dense_ids = exact_search(query_emb, doc_emb, depth)
@@ -69,6 +70,8 @@ class HybridCandidates:
         for qi, bm25_row in enumerate(bm25.iter_scores(queries)):
             lexical = top_indices(bm25_row, depth)
             pool = np.union1d(dense_ids[qi][dense_ids[qi] >= 0], lexical[bm25_row[lexical] > 0])
+            if extra is not None:
+                pool = np.union1d(pool, np.asarray(extra[qi], dtype=pool.dtype))
             out.doc_indices.append(pool)
             out.dense.append(np.asarray(doc_emb[pool], dtype=np.float32) @ query_emb[qi].astype(np.float32))
             out.sparse.append(bm25_row[pool])

@@ -10,7 +10,7 @@ its generator. A variant may
 - filter the rows by round trip (``round_trip: k`` keeps a pseudo-query whose source ranked in the top k, exactly
   what ``generate_retriever_data --filter_data true --filter_num k`` keeps),
 - score them with a teacher (``teacher: listwise | query_likelihood``: the distill stage run with the round's
-  generator, once per teacher),
+  generator, once per teacher; ``hybrid``: BM25 + the base retriever, no generator),
 - override the profile's ``train_retriever`` settings,
 - or not train at all (``train: false``: the base retriever).
 Each trained variant runs the real trainer (torchrun) from the base retriever, then ``evaluation.evaluate`` on the
@@ -45,7 +45,7 @@ from .self_boost import SelfBoostConfig, round_dir
 
 logger = logging.getLogger(__name__)
 VARIANT_KEYS = {"train", "queries", "round_trip", "teacher", "train_retriever"}
-TEACHERS = ("listwise", "query_likelihood")
+TEACHERS = ("listwise", "query_likelihood", "hybrid")
 
 
 @dataclass
@@ -101,6 +101,8 @@ def teacher_rows(args: DevAblationArguments, cfg: SelfBoostConfig, teacher: str)
     options = {**cfg.distill, "teacher_scoring": teacher, "task": cfg.task, "seed": cfg.seed,
                "generator_backend": cfg.generator_backend, "generator": str(r / "generator" / "merged_model"),
                "retriever_data_path": str(r / "synthetic" / "retriever_data" / "train.jsonl"),
+               "retriever": cfg.base_retriever, "dataset_path": cfg.dataset_path,  # the hybrid teacher's
+               **({"embedding_cache": cfg.embedding_cache} if cfg.embedding_cache else {}),
                "output_dir": str(out), "max_fallback_share": 1.0}  # listwise fallbacks are reported, not refused
     config = out.with_suffix(".yaml")
     atomic_write_text(config, yaml.safe_dump(options, sort_keys=False))
@@ -165,7 +167,7 @@ def run_variant(args: DevAblationArguments, cfg: SelfBoostConfig, name: str, spe
     options = {"model_name_or_path": cfg.base_retriever, "seed": cfg.seed, "use_cpu": True, "train_data": [str(rows)],
                "output_dir": str(folder / "retriever"), **cfg.train_retriever, **(spec.get("train_retriever") or {})}
     if options.get("knowledge_distillation") and not spec.get("teacher"):
-        raise UserError("knowledge_distillation needs teacher scores: add teacher: listwise | query_likelihood",
+        raise UserError("knowledge_distillation needs teacher scores: add teacher: listwise | query_likelihood | hybrid",
                         field=f"variants.{name}")
     atomic_write_text(folder / "train_retriever.yaml", yaml.safe_dump(options, sort_keys=False))
     run_module("finetune.retriever.train", ["--config", str(folder / "train_retriever.yaml")], cfg.nproc_per_node)

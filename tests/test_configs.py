@@ -145,6 +145,8 @@ def test_dev_ablation_config_parses_and_names_known_variant_keys():
     assert [(spec or {}).get("queries") for spec in queries.variants.values()] == [None, None, 480]
     with pytest.raises(Exception, match="number of pseudo-queries"):
         DevAblationArguments(run_config="x", output_dir="y", variants={"v": {"queries": 0}}).validate()
+    teachers = parse_args(DevAblationArguments, ["--config", str(REPO / "configs/cpu-demo/dev_teachers.yaml")])
+    assert [(spec or {}).get("teacher") for spec in teachers.variants.values()] == [None, None, "hybrid", "hybrid"]
 
 
 def test_the_trainers_parse_options_like_every_other_cli(tmp_path):

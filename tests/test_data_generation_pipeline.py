@@ -234,6 +234,41 @@ def test_query_likelihood_teacher_scores_every_candidate_without_parsing(pipelin
     assert manifest["counts"]["notes"] == {"scored": len(rows)} and manifest["generation"]["completions"] == 0
 
 
+def test_hybrid_teacher_scores_each_candidate_with_the_fused_bm25_and_dense_score(pipeline, slice_dir, tmp_path):
+    import numpy as np
+
+    from inference.embedder import Embedder, document_text
+    from inference.hybrid import fuse_scores
+    from inference.sparse import BM25Index
+
+    out = tmp_path / "distill_hybrid"
+    proc = run_module("data_generation.generate_retriever_distill_data", *distill_cmd(
+        pipeline, out, "--teacher_scoring", "hybrid", "--dataset_path", str(slice_dir), "--hybrid_weight", "0.3"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    corpus = read_jsonl(slice_dir / "corpus.jsonl")
+    texts = [document_text(d) for d in corpus]
+    position = {d["_id"]: i for i, d in enumerate(corpus)}
+    embedder = Embedder("sentence-transformers/all-MiniLM-L6-v2", show_progress=False)
+    doc_emb, bm25 = embedder.encode_corpus(texts), BM25Index.build(texts)
+    rows = read_jsonl(out / "train_distill.jsonl")
+    assert len(rows) == len(read_jsonl(pipeline / "retriever" / "train.jsonl"))
+    for row, bm25_row in zip(rows, bm25.iter_scores([r["query"] for r in rows])):
+        # 30 documents: every one is in the query's candidate pool, so min-max runs over the whole corpus
+        fused = fuse_scores(doc_emb @ embedder.encode_queries([row["query"]])[0], bm25_row, 0.3)
+        ids = row["pos_ids"] + row["neg_ids"]
+        assert np.allclose(row["pos_scores"] + row["neg_scores"], [fused[position[d]] for d in ids], atol=1e-5)
+        assert row["neg_scores"] == sorted(row["neg_scores"], reverse=True) and row["ranking_status"] == "scored"
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["models"]["teacher"]["bm25_weight"] == 0.3 and manifest["generation"] == {}
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "corpus.jsonl").write_text("".join(line + "\n" for line in (slice_dir / "corpus.jsonl").read_text(
+        ).splitlines()[:29]))
+    proc = run_module("data_generation.generate_retriever_distill_data", *distill_cmd(
+        pipeline, tmp_path / "wrong", "--teacher_scoring", "hybrid", "--dataset_path", str(other)))
+    assert proc.returncode == 2 and "not the corpus stage D mined" in proc.stderr and "Traceback" not in proc.stderr
+
+
 def test_rerun_of_a_finished_stage_is_a_no_op_and_changed_parameters_need_overwrite(pipeline, slice_dir):
     args = stage_cmd("generate_retriever_distill_data", pipeline, pipeline / "distill", slice_dir)
     before = (pipeline / "distill" / "train_distill.jsonl").stat().st_mtime_ns
