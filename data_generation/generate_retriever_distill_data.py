@@ -20,9 +20,10 @@ are ordered by it (ties keep mining order) and the scores themselves are the tea
 ``teacher_scoring: hybrid`` is a label-free teacher that is not the generator: BM25 fused with the dense
 ``retriever`` (min-max, BM25's share ``hybrid_weight``; the hybrid that evaluation measures, GPL-style pseudo-labels
 from a ranker stronger than the student). Each row's candidates are scored exactly, normalised over the query's
-hybrid candidate pool (both top-``hybrid_depth`` lists) plus the row's own candidates. The source passage stays the
-positive unless ``relabel_positive_from_ranking`` (the reference behaviour) is set. Negatives are written in LLM order with
-``neg_scores``; the positive's score is ``pos_scores``. Output: ``train_distill.jsonl`` in its own folder
+hybrid candidate pool (both top-``hybrid_depth`` lists) plus the row's own candidates.
+
+The source passage stays the positive unless ``relabel_positive_from_ranking`` (the reference behaviour) is set.
+Negatives are written in teacher order with ``neg_scores``; the positive's score is ``pos_scores``. Output: ``train_distill.jsonl`` in its own folder
 (the reference overwrote its input in place).
 """
 from __future__ import annotations

@@ -167,8 +167,8 @@ def run_variant(args: DevAblationArguments, cfg: SelfBoostConfig, name: str, spe
     options = {"model_name_or_path": cfg.base_retriever, "seed": cfg.seed, "use_cpu": True, "train_data": [str(rows)],
                "output_dir": str(folder / "retriever"), **cfg.train_retriever, **(spec.get("train_retriever") or {})}
     if options.get("knowledge_distillation") and not spec.get("teacher"):
-        raise UserError("knowledge_distillation needs teacher scores: add teacher: listwise | query_likelihood | hybrid",
-                        field=f"variants.{name}")
+        raise UserError("knowledge_distillation needs teacher scores: add teacher: "
+                        f"{' | '.join(TEACHERS)}", field=f"variants.{name}")
     atomic_write_text(folder / "train_retriever.yaml", yaml.safe_dump(options, sort_keys=False))
     run_module("finetune.retriever.train", ["--config", str(folder / "train_retriever.yaml")], cfg.nproc_per_node)
     n_rows = sum(1 for _ in iter_jsonl(rows))
