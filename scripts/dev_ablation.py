@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import shutil
 import subprocess
@@ -42,6 +41,7 @@ from inference.errors import UserError, run_cli
 from inference.io import atomic_write_json, atomic_write_text, file_sha256, iter_jsonl
 
 from .self_boost import SelfBoostConfig, round_dir
+from .steps import torchrun_command
 
 logger = logging.getLogger(__name__)
 VARIANT_KEYS = {"train", "queries", "round_trip", "teacher", "train_retriever"}
@@ -85,8 +85,7 @@ class DevAblationArguments:
 def run_module(module: str, argv: list[str], torchrun: int = 0) -> None:
     """Run one of the project's CLIs as a user does; its own one-line error stops the ablation."""
     if torchrun > 1:
-        cmd = [str(Path(sys.executable).with_name("torchrun")), "--nproc_per_node", str(torchrun),
-               "--master_port", str(29500 + os.getpid() % 400), "-m", module, *argv]
+        cmd = torchrun_command(torchrun, module, argv)
     else:
         cmd = [sys.executable, "-m", module, *argv]
     print("+ " + " ".join(cmd), flush=True)

@@ -35,7 +35,7 @@ from inference.errors import UserError, run_cli
 from inference.io import atomic_write_json, atomic_write_text
 from inference.manifest import changed_inputs, read_manifest
 
-from .steps import STEPS
+from .steps import STEPS, torchrun_command
 
 logger = logging.getLogger(__name__)
 
@@ -159,8 +159,7 @@ def step_plan(cfg: SelfBoostConfig, k: int) -> list[tuple[str, Path, list[str]]]
         path = round_dir(cfg, k) / "configs" / f"{step.name}.yaml"
         atomic_write_text(path, yaml.safe_dump(values, sort_keys=False))
         if step.name == "train_retriever" and cfg.nproc_per_node > 1:
-            cmd = [str(Path(sys.executable).with_name("torchrun")), "--nproc_per_node", str(cfg.nproc_per_node),
-                   "--master_port", str(29500 + (os.getpid() % 400)), "-m", step.module, "--config", str(path)]
+            cmd = torchrun_command(cfg.nproc_per_node, step.module, ["--config", str(path)])
         else:  # LLaMA-Factory / torchrun always run in this interpreter's environment
             python = sys.executable if step.training else (cfg.generation_python or sys.executable)
             cmd = [python, "-m", step.module, "--config", str(path)]

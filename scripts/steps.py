@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import socket
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,3 +66,13 @@ STEPS = (
 )
 STEP_NAMES = tuple(s.name for s in STEPS)
 BY_NAME = {s.name: s for s in STEPS}
+
+
+def torchrun_command(nproc: int, module: str, argv: list[str]) -> list[str]:
+    """``torchrun`` of this interpreter's environment on a port free now: a fixed or pid-derived port collides
+    with another torchrun on the same machine (two runs, or a test suite running in parallel)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return [str(Path(sys.executable).with_name("torchrun")), "--nproc_per_node", str(nproc),
+            "--master_port", str(port), "-m", module, *argv]

@@ -109,6 +109,22 @@ def test_the_step_registry_drives_the_plan_and_the_report(tmp_path):
     assert queries == str(cfg.run_dir / "round_1" / "synthetic" / "queries" / "queries.jsonl")
 
 
+def test_torchrun_gets_a_port_that_is_free_now():
+    """Two runs (or two test workers) must not meet on one rendezvous port: each command names a free one."""
+    import socket
+
+    from scripts.steps import torchrun_command
+
+    cmd = torchrun_command(2, "finetune.retriever.train", ["--config", "x.yaml"])
+    assert cmd[1:3] == ["--nproc_per_node", "2"]
+    assert cmd[-4:] == ["-m", "finetune.retriever.train", "--config", "x.yaml"]
+    port = int(cmd[cmd.index("--master_port") + 1])
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as holder:
+        holder.bind(("127.0.0.1", port))  # free when the command was built
+        holder.listen()
+        assert int(torchrun_command(2, "m", [])[4]) != port  # a port in use is never handed out
+
+
 def test_load_generator_gives_each_backend_its_own_options():
     from inference.generators import backend_options
 

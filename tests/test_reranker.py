@@ -3,22 +3,20 @@ reloaded, scoring; the rerank of a first-stage run; ``evaluation.evaluate --rera
 import json
 import os
 import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 
 from conftest import REPO
 from inference.reranker import rerank_run
+from scripts.steps import torchrun_command
 from test_retriever_training import write_rows
 
-TORCHRUN = str(Path(sys.executable).with_name("torchrun"))
 COMMON = ["--use_cpu", "true", "--seed", "3", "--warmup_steps", "0", "--save_steps", "100", "--logging_steps", "1"]
 
 
-def torchrun_rerank(port: int, *args: str) -> subprocess.CompletedProcess:
+def torchrun_rerank(*args: str) -> subprocess.CompletedProcess:
     """``torchrun --nproc_per_node 2 -m finetune.rerank ARGS`` (real processes, gloo), asserted to succeed."""
-    cmd = [TORCHRUN, "--nproc_per_node", "2", "--master_port", str(port), "-m", "finetune.rerank", *COMMON, *args]
+    cmd = torchrun_command(2, "finetune.rerank", [*COMMON, *args])
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -28,7 +26,7 @@ def torchrun_rerank(port: int, *args: str) -> subprocess.CompletedProcess:
 def test_torchrun_train_save_reload_and_score(tmp_path, tiny_beir):
     data = write_rows(tmp_path / "train.jsonl", n=12)
     out = tmp_path / "reranker"
-    proc = torchrun_rerank(29531, "--model_name_or_path", "sentence-transformers/all-MiniLM-L6-v2",
+    proc = torchrun_rerank("--model_name_or_path", "sentence-transformers/all-MiniLM-L6-v2",
                            "--train_data", str(data), "--output_dir", str(out), "--per_device_train_batch_size", "2",
                            "--train_group_size", "4", "--max_length", "64", "--learning_rate", "1e-4",
                            "--max_steps", "8")
@@ -109,7 +107,7 @@ def test_colbert_zero_shot_and_trained_under_torchrun(tmp_path):
 
     data = write_rows(tmp_path / "train.jsonl", n=12)
     out = tmp_path / "colbert"
-    torchrun_rerank(29533, "--model_type", "colbert", "--model_name_or_path", "sentence-transformers/all-MiniLM-L6-v2",
+    torchrun_rerank("--model_type", "colbert", "--model_name_or_path", "sentence-transformers/all-MiniLM-L6-v2",
                     "--train_data", str(data), "--output_dir", str(out), "--per_device_train_batch_size", "2",
                     "--train_group_size", "4", "--max_length", "64", "--query_max_len", "24",
                     "--learning_rate", "1e-4", "--max_steps", "8")
@@ -125,7 +123,7 @@ def test_llm_reranker_lora_with_distillation_under_torchrun(tmp_path):
 
     data = write_rows(tmp_path / "train.jsonl", n=4)  # rows carry RLGF-style teacher scores
     out = tmp_path / "llm"
-    proc = torchrun_rerank(29535, "--model_type", "llm", "--model_name_or_path", "HuggingFaceTB/SmolLM2-135M-Instruct",
+    proc = torchrun_rerank("--model_type", "llm", "--model_name_or_path", "HuggingFaceTB/SmolLM2-135M-Instruct",
                            "--train_data", str(data), "--output_dir", str(out), "--per_device_train_batch_size", "1",
                            "--train_group_size", "3", "--max_length", "160", "--learning_rate", "2e-4",
                            "--max_steps", "3", "--knowledge_distillation", "true",

@@ -12,8 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO, TINY_CORPUS, run_module, write_beir
-
-TORCHRUN = str(Path(sys.executable).with_name("torchrun"))
+from scripts.steps import torchrun_command
 
 
 def write_rows(path: Path, n: int = 8) -> Path:
@@ -43,9 +42,8 @@ KD_ARGS = ["--max_steps", "8", "--negatives_cross_device", "true", "--knowledge_
            "--kd_loss_type", "m3_kd_loss", "--training_type", "retrieval_answer", "--save_steps", "100"]
 
 
-def torchrun(data: Path, out: Path, port: int, *extra: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    cmd = [TORCHRUN, "--nproc_per_node", "2", "--master_port", str(port), "-m", "finetune.retriever.train",
-           *common_args(data, out), *KD_ARGS, *extra]
+def torchrun(data: Path, out: Path, *extra: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    cmd = torchrun_command(2, "finetune.retriever.train", [*common_args(data, out), *KD_ARGS, *extra])
     return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900,
                           env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
 
@@ -61,7 +59,7 @@ def ddp_run(tmp_path_factory) -> Path:
     out = root / "model"
     # 8 rows in global batches of 4: 2 steps an epoch, 4 epochs; the evaluator callback scores each epoch's end
     evaluation = write_beir(root / "eval", split="dev")
-    proc = torchrun(write_rows(root / "train.jsonl"), out, 29517, "--eval_dataset_path", str(evaluation))
+    proc = torchrun(write_rows(root / "train.jsonl"), out, "--eval_dataset_path", str(evaluation))
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "trained 8 steps" in proc.stdout
     return out
@@ -125,7 +123,7 @@ def test_deepspeed_zero_on_cpu_trains_as_ddp_does(ddp_run, tmp_path, zero):
     """configs/deepspeed ZeRO-1 / ZeRO-2 under torchrun on CPU (DS_ACCELERATOR=cpu, gloo; DeepSpeed builds its
     shared-memory all-reduce op once with ninja): same data, seed and fp32 as the DDP run, so the same steps."""
     out = tmp_path / zero
-    proc = torchrun(write_rows(tmp_path / "train.jsonl"), out, 29518 if zero == "zero1" else 29519,
+    proc = torchrun(write_rows(tmp_path / "train.jsonl"), out,
                     "--deepspeed", str(REPO / "configs" / "deepspeed" / f"{zero}.json"), env={"DS_ACCELERATOR": "cpu"})
     assert proc.returncode == 0, proc.stderr[-4000:]
     manifest = json.loads((out / "manifest.json").read_text())
