@@ -23,8 +23,8 @@ from a ranker stronger than the student). Each row's candidates are scored exact
 hybrid candidate pool (both top-``hybrid_depth`` lists) plus the row's own candidates.
 
 The source passage stays the positive unless ``relabel_positive_from_ranking`` (the reference behaviour) is set.
-Negatives are written in teacher order with ``neg_scores``; the positive's score is ``pos_scores``. Output: ``train_distill.jsonl`` in its own folder
-(the reference overwrote its input in place).
+Negatives are written in teacher order with ``neg_scores``; the positive's score is ``pos_scores``. Output:
+``train_distill.jsonl`` in its own folder (the reference overwrote its input in place).
 """
 from __future__ import annotations
 
