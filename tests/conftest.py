@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections import deque
@@ -69,10 +71,46 @@ def smollm2():
     return load_generator(SMOLLM2, backend="hf", show_progress=False, batch_size=8)
 
 
+# ---------------------------------------------------------------- CLI runs
+_PREIMPORTED = {"client": None, "server": None}
+
+
+def pytest_sessionstart(session):
+    """Start the pre-imported interpreter (tests/preimported.py) in the background; runs that come before it is
+    ready, or with RIR_TEST_PREIMPORT=0, start a real interpreter."""
+    if os.environ.get("RIR_TEST_PREIMPORT", "1") == "0" or hasattr(session.config, "workerinput"):
+        return
+    folder = tempfile.mkdtemp(prefix="rir-preimport-")
+    sock = os.path.join(folder, "sock")
+    log = open(os.path.join(folder, "server.log"), "w")
+    _PREIMPORTED["server"] = subprocess.Popen(
+        [sys.executable, str(Path(__file__).with_name("preimported.py")), sock, folder], cwd=REPO,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+        start_new_session=True)
+    _PREIMPORTED["client"] = os.path.join(folder, "bin", "python")
+
+
+def wait_for_preimported(timeout: float) -> bool:
+    """Wait until the pre-imported interpreter serves (False when it is off or has died)."""
+    server, client = _PREIMPORTED["server"], _PREIMPORTED["client"]
+    deadline = time.time() + timeout
+    while server is not None and server.poll() is None and time.time() < deadline:
+        if os.path.exists(Path(client).parents[1] / "sock"):
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def cli_python() -> str:
+    """The interpreter for ``python -m`` runs: the pre-imported server's client once it is written."""
+    client = _PREIMPORTED["client"]
+    return client if client and os.path.exists(client) else sys.executable
+
+
 def run_module(module: str, *args: str, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
     """Run ``python -m module args`` as a user would, capturing output."""
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, env=full_env, capture_output=True,
+    return subprocess.run([cli_python(), "-m", module, *args], cwd=REPO, env=full_env, capture_output=True,
                           text=True, timeout=timeout)
 
 
@@ -192,6 +230,9 @@ def pytest_sessionfinish(session, exitstatus):
 
 
 def pytest_unconfigure(config):
+    if _PREIMPORTED["server"] is not None:
+        _PREIMPORTED["server"].kill()
+        shutil.rmtree(Path(_PREIMPORTED["client"]).parents[1], ignore_errors=True)
     if _EXIT_STATUS["code"] is not None and not hasattr(config, "workerinput"):
         vllm_backend = sys.modules.get("inference.generators.vllm_backend")
         if vllm_backend is not None:  # its engines' worker processes outlive an os._exit
