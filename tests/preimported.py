@@ -27,7 +27,6 @@ import socket
 import struct
 import sys
 import threading
-import time
 import types
 
 RUNTIME_ONLY_PREFIXES = ("OPENAI_", "RIR_", "PYTHONUNBUFFERED")
