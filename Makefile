@@ -53,8 +53,10 @@ $(VLLM_STAMP): requirements-vllm.txt pyproject.toml
 	$(VLLM_PY) -c "import vllm, transformers, inference, evaluation; print('vllm environment ok: vllm', vllm.__version__, 'transformers', transformers.__version__)"
 	@touch $@
 
+# DeepSpeed's CPU shared-memory op is built with ninja into torch's extension folder (~60 s); one per environment,
+# since a shared ~/.cache/torch_extensions is rebuilt whenever another environment built it last.
 test: $(STAMP)
-	$(PY) -m pytest -q -m "not slow and not vllm" --durations=15 tests
+	TORCH_EXTENSIONS_DIR=$(abspath $(VENV))/torch-extensions $(PY) -m pytest -q -m "not slow and not vllm" --durations=15 tests
 
 # vLLM's real engine on CPU (tests marked vllm); the DPO round it loads is trained in .venv, hence both.
 test-vllm: $(STAMP) $(VLLM_STAMP)
