@@ -72,7 +72,7 @@ def smollm2():
 
 
 # ---------------------------------------------------------------- CLI runs
-_PREIMPORTED = {"client": None, "server": None}
+_PREIMPORTED = {"client": None, "server": None, "sock": None, "folder": None}
 
 
 def pytest_sessionstart(session):
@@ -82,20 +82,20 @@ def pytest_sessionstart(session):
         return
     folder = tempfile.mkdtemp(prefix="rir-preimport-")
     sock = os.path.join(folder, "sock")
-    log = open(os.path.join(folder, "server.log"), "w")
-    _PREIMPORTED["server"] = subprocess.Popen(
-        [sys.executable, str(Path(__file__).with_name("preimported.py")), sock, folder], cwd=REPO,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-        start_new_session=True)
-    _PREIMPORTED["client"] = os.path.join(folder, "bin", "python")
+    with open(os.path.join(folder, "server.log"), "w") as log:  # the server holds its own copy of the handle
+        _PREIMPORTED["server"] = subprocess.Popen(
+            [sys.executable, str(Path(__file__).with_name("preimported.py")), sock, folder], cwd=REPO,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+            start_new_session=True)
+    _PREIMPORTED.update(client=os.path.join(folder, "bin", "python"), sock=sock, folder=folder)
 
 
 def wait_for_preimported(timeout: float) -> bool:
     """Wait until the pre-imported interpreter serves (False when it is off or has died)."""
-    server, client = _PREIMPORTED["server"], _PREIMPORTED["client"]
+    server, sock = _PREIMPORTED["server"], _PREIMPORTED["sock"]
     deadline = time.time() + timeout
     while server is not None and server.poll() is None and time.time() < deadline:
-        if os.path.exists(Path(client).parents[1] / "sock"):
+        if os.path.exists(sock):
             return True
         time.sleep(0.2)
     return False
@@ -232,7 +232,8 @@ def pytest_sessionfinish(session, exitstatus):
 def pytest_unconfigure(config):
     if _PREIMPORTED["server"] is not None:
         _PREIMPORTED["server"].kill()
-        shutil.rmtree(Path(_PREIMPORTED["client"]).parents[1], ignore_errors=True)
+        _PREIMPORTED["server"].wait()
+        shutil.rmtree(_PREIMPORTED["folder"], ignore_errors=True)
     if _EXIT_STATUS["code"] is not None and not hasattr(config, "workerinput"):
         vllm_backend = sys.modules.get("inference.generators.vllm_backend")
         if vllm_backend is not None:  # its engines' worker processes outlive an os._exit

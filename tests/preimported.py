@@ -6,12 +6,13 @@ Each run is still its own process running the real module as ``__main__`` (``run
 with its own argv, environment, working directory and stdin/stdout/stderr (passed over a Unix socket), so exit
 codes, output, files and kills behave as before. What is shared is only what the parent imported: third-party
 libraries, never this repository's packages. A run whose environment differs in a variable that an import may
-read (anything but ``OPENAI_*``, ``RIR_*``, ``PYTHONUNBUFFERED`` and ``RUNTIME_ONLY_NAMES``) gets a real
-interpreter instead, as does anything but ``python -m``. ``RIR_TEST_PREIMPORT=0`` turns the server off.
+read (anything but ``OPENAI_*``, ``RIR_*``, ``PYTHONUNBUFFERED``, LLaMA-Factory's own and ``RUNTIME_ONLY_NAMES``)
+gets a real interpreter instead, as does anything but ``python -m``. ``RIR_TEST_PREIMPORT=0`` turns the server off.
 
 Children forked here see ``sys.executable`` as the client script (``bin/python`` in the server's folder), so a CLI
 that spawns ``sys.executable -m`` steps (the self-boost driver) gets the server too; the environment's other commands
-(``torchrun``, ``llamafactory-cli``) are linked beside it and start real interpreters.
+(``torchrun``) are linked beside it and start real interpreters; LLaMA-Factory runs as ``python -m
+llamafactory.cli`` and is forked like any other module.
 
 Protocol: the client sends one JSON request (argv, cwd, env) with its fds 0-2; the server answers ``F`` (start a
 real interpreter) or ``K`` (forked), then, after the child ends, its exit code (negative: killed by that signal).
@@ -29,7 +30,8 @@ import sys
 import threading
 import types
 
-RUNTIME_ONLY_PREFIXES = ("OPENAI_", "RIR_", "PYTHONUNBUFFERED")
+# LLaMA-Factory's variables too: it is not preloaded (nothing preloaded imports it), so a child reads them fresh.
+RUNTIME_ONLY_PREFIXES = ("OPENAI_", "RIR_", "PYTHONUNBUFFERED", "LLAMAFACTORY_", "DISABLE_VERSION_CHECK")
 # Set by shells and pytest per command or test, or the terminal's size (read when printing): no import reads them.
 RUNTIME_ONLY_NAMES = {"_", "PWD", "OLDPWD", "SHLVL", "PYTEST_CURRENT_TEST", "COLUMNS", "LINES"}
 STARTED_WITH = dict(os.environ)  # before the imports, some of which set variables (torch: KMP_INIT_AT_FORK, ...)
@@ -95,7 +97,7 @@ def write_client(folder: str, sock: str) -> str:
         fh.write(CLIENT.format(python=sys.executable, sock=sock))
     os.chmod(client, 0o755)
     real_bin = os.path.dirname(sys.executable)
-    for name in os.listdir(real_bin):  # the environment's other commands (torchrun, llamafactory-cli) beside it
+    for name in os.listdir(real_bin):  # the environment's other commands (torchrun, ...) beside it
         if not name.startswith("python") and not os.path.lexists(os.path.join(bindir, name)):
             os.symlink(os.path.join(real_bin, name), os.path.join(bindir, name))
     return client

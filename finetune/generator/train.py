@@ -11,6 +11,7 @@ dropped 5% of the pairs) and no DeepSpeed scheduler overriding the cosine schedu
 """
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import shutil
@@ -84,12 +85,16 @@ def pick_template(name: str, model_path: str) -> str:
                     field="template")
 
 
-def llamafactory_cli() -> str:
-    local = Path(sys.executable).with_name("llamafactory-cli")
-    found = str(local) if local.is_file() else shutil.which("llamafactory-cli")
+def llamafactory_cli() -> list[str]:
+    """``python -m llamafactory.cli`` in this interpreter when it has LLaMA-Factory (the environment whose pins
+    this stage runs under; what the ``llamafactory-cli`` script runs, with the same exit status), else the
+    ``llamafactory-cli`` on PATH."""
+    if importlib.util.find_spec("llamafactory") is not None:
+        return [sys.executable, "-m", "llamafactory.cli"]
+    found = shutil.which("llamafactory-cli")
     if not found:
         raise UserError("llamafactory-cli not found: pip install --no-deps llamafactory==0.9.5 (see README)")
-    return found
+    return [found]
 
 
 def run_llamafactory(command: str, config: dict, config_path: Path) -> None:
@@ -97,7 +102,7 @@ def run_llamafactory(command: str, config: dict, config_path: Path) -> None:
     env = {**os.environ, "DISABLE_VERSION_CHECK": "1", "LLAMAFACTORY_VERBOSITY": "WARN"}
     env.pop("FORCE_TORCHRUN", None)
     logger.info("llamafactory-cli %s %s", command, config_path)
-    proc = subprocess.run([llamafactory_cli(), command, str(config_path)], env=env)
+    proc = subprocess.run([*llamafactory_cli(), command, str(config_path)], env=env)
     if proc.returncode != 0:
         raise UserError(f"llamafactory-cli {command} failed with exit code {proc.returncode} (its output is above)",
                         file=config_path)
