@@ -69,9 +69,11 @@ test-all: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m scripts.demo $(if $(DATA),--data $(DATA)) $(if $(TASK),--task $(TASK))
 
-# The same round with no time budget and every method on the full test split.
+# The same round with no time budget and every method on the full test split, then its ablation table
+# (SciFact only: the table's profile names the round's folder).
 demo-full: $(STAMP)
 	$(PY) -m scripts.demo --run_config configs/cpu-demo/scifact_full.yaml $(if $(DATA),--data $(DATA)) $(if $(TASK),--task $(TASK))
+	$(if $(DATA)$(TASK),,$(PY) -m scripts.dev_ablation --config configs/cpu-demo/scifact_full_ablation.yaml)
 
 # Retrieve-then-answer over SciFact with citations; the reranker table of the README.
 rag-demo: $(STAMP)

@@ -12,12 +12,20 @@ its generator. A variant may
 - score them with a teacher (``teacher: listwise | query_likelihood``: the distill stage run with the round's
   generator, once per teacher; ``hybrid``: BM25 + the base retriever, no generator),
 - override the profile's ``train_retriever`` settings,
-- or not train at all (``train: false``: the base retriever).
+- or not train at all (``train: false``: the base retriever),
+- or reuse an earlier variant's trained retriever (``retriever_of: name``) and score it another way
+  (``method``: ``raw``, the default; ``reinforced_ir``, the query fused with the round generator's answer;
+  ``hybrid``, BM25 at ``hybrid_weight``; ``label_free``, BM25 at the weight ``evaluation.label_free`` chooses on
+  the round's pseudo-queries).
 Each trained variant runs the real trainer (torchrun) from the base retriever, then ``evaluation.evaluate`` on the
 dev set: ``max_queries`` seeded train queries against their judged documents plus ``corpus_sample`` seeded others.
 Absolute dev scores are higher than full-corpus ones; only the differences count, and each row carries a paired
 p-value against the base retriever. Output: ``results.json`` and ``results.md`` in ``output_dir``; finished
 variants are reused when their settings and rows are unchanged.
+
+``purpose: report`` makes a table to read, not to choose by (``make demo-full``'s ablation on the full test split,
+``max_queries`` and ``corpus_sample`` null): each row is paired against the row above and against the base. Only
+then may ``split`` be ``test``; the settings it reports were chosen before, on train qrels or pseudo-queries.
 """
 from __future__ import annotations
 
@@ -44,8 +52,11 @@ from .self_boost import SelfBoostConfig, round_dir
 from .steps import torchrun_command
 
 logger = logging.getLogger(__name__)
-VARIANT_KEYS = {"train", "queries", "round_trip", "teacher", "train_retriever"}
+VARIANT_KEYS = {"train", "queries", "round_trip", "teacher", "train_retriever", "method", "retriever_of"}
+TRAINING_KEYS = VARIANT_KEYS - {"method", "retriever_of"}
 TEACHERS = ("listwise", "query_likelihood", "hybrid")
+METHODS = ("raw", "reinforced_ir", "hybrid", "label_free")
+PURPOSES = ("choose", "report")
 
 
 @dataclass
@@ -53,9 +64,11 @@ class DevAblationArguments:
     """Retrain the round's retriever per variant and score each on train-qrels dev queries."""
     run_config: str = field(default="", metadata={"help": "the self-boost profile whose round 1 is ablated"})
     output_dir: str = field(default="", metadata={"help": "everything this ablation writes"})
-    split: str = field(default="train", metadata={"help": "qrels split of the dev queries (never test)"})
-    max_queries: int = 400
-    corpus_sample: int = 1200
+    split: str = field(default="train", metadata={"help": "qrels split of the dev queries (never test to choose)"})
+    purpose: str = field(default="choose", metadata={"help": "choose: rows against the base and the first trained "
+                                                                "row; report: each row against the row above"})
+    max_queries: int | None = field(default=400, metadata={"help": "seeded judged queries (null: all)"})
+    corpus_sample: int | None = field(default=1200, metadata={"help": "seeded unjudged documents (null: the corpus)"})
     seed: int = 0
     hybrid_weight: float = field(default=0.5, metadata={"help": "BM25's share in the hybrid row (minmax)"})
     variants: dict = field(default_factory=dict, metadata={"help": "name → {train, queries, round_trip, teacher, "
@@ -65,21 +78,37 @@ class DevAblationArguments:
         for name in ("run_config", "output_dir"):
             if not getattr(self, name):
                 raise UserError("required", field=name)
-        if self.split == "test":
-            raise UserError("settings are chosen on train (or dev) qrels, never on test", field="split")
+        if self.purpose not in PURPOSES:
+            raise UserError(f"must be one of {', '.join(PURPOSES)}", field="purpose")
+        if self.split == "test" and self.purpose != "report":
+            raise UserError("settings are chosen on train (or dev) qrels, never on test (purpose: report only "
+                            "reads a table)", field="split")
         if not self.variants:
             raise UserError("name at least one variant", field="variants")
-        for name, spec in self.variants.items():
+        for position, (name, spec) in enumerate(self.variants.items()):
             spec = spec or {}
             if unknown := sorted(set(spec) - VARIANT_KEYS):
                 raise UserError(f"unknown key(s) {', '.join(unknown)}", field=f"variants.{name}")
             if spec.get("teacher") not in (None, *TEACHERS):
                 raise UserError(f"must be one of {', '.join(TEACHERS)}", field=f"variants.{name}.teacher")
+            if spec.get("method", "raw") not in METHODS:
+                raise UserError(f"must be one of {', '.join(METHODS)}", field=f"variants.{name}.method")
+            if "retriever_of" in spec:
+                self.check_reuse(name, spec, list(self.variants)[:position])
             if spec.get("queries") is not None and (not isinstance(spec["queries"], int) or spec["queries"] < 1):
                 raise UserError("must be a number of pseudo-queries ≥ 1", field=f"variants.{name}.queries")
             if spec.get("queries") and spec.get("teacher"):
                 raise UserError("teacher scores are for the round's own rows; drop queries or teacher",
                                 field=f"variants.{name}")
+
+    def check_reuse(self, name: str, spec: dict, earlier: list[str]) -> None:
+        source = spec["retriever_of"]
+        if source not in earlier or (self.variants[source] or {}).get("retriever_of"):
+            raise UserError("must name an earlier variant that trains or loads its own retriever",
+                            field=f"variants.{name}.retriever_of")
+        if extra := sorted(set(spec) & TRAINING_KEYS):
+            raise UserError(f"a reused retriever is not trained again: drop {', '.join(extra)}",
+                            field=f"variants.{name}")
 
 
 def run_module(module: str, argv: list[str], torchrun: int = 0) -> None:
@@ -138,31 +167,78 @@ def variant_rows(args: DevAblationArguments, cfg: SelfBoostConfig, spec: dict, f
     return path
 
 
-def evaluate(args: DevAblationArguments, cfg: SelfBoostConfig, retriever: str, output: Path) -> dict:
+def label_free_weight(cfg: SelfBoostConfig) -> float:
+    """BM25's share as the round's label-free rule chose it on pseudo-queries (a property of the corpus)."""
+    report = cfg.run_dir / "report.json"
+    choice = json.loads(report.read_text()).get("label_free_choice") if report.is_file() else None
+    if not choice:
+        raise UserError("method label_free needs the round's finished report with a label_free_choice", file=report)
+    return float(choice["weight"])
+
+
+def evaluate(args: DevAblationArguments, cfg: SelfBoostConfig, retriever: str, output: Path, method: str) -> dict:
+    """``evaluation.evaluate`` of one retriever: raw and hybrid always, plus the row's generative method."""
     if not output.is_file():
-        run_module("evaluation.evaluate", [
-            "--dataset", cfg.dataset_path, "--split", args.split, "--retriever", retriever, "--methods", "raw,hybrid",
-            "--fusion_weight", str(args.hybrid_weight), "--max_queries", str(args.max_queries),
-            "--corpus_sample", str(args.corpus_sample), "--seed", str(args.seed), "--embedding_cache", "none",
-            "--output", str(output)])
+        weight = label_free_weight(cfg) if method == "label_free" else args.hybrid_weight
+        sampled = args.corpus_sample is not None
+        argv = ["--dataset", cfg.dataset_path, "--split", args.split, "--retriever", retriever,
+                "--methods", "raw,hybrid" + (",reinforced_ir" if method == "reinforced_ir" else ""),
+                "--fusion_weight", str(weight), "--seed", str(args.seed), "--output", str(output),
+                # a sampled corpus is this dev set's alone; full-corpus vectors are worth keeping
+                "--embedding_cache", "none" if sampled else (cfg.embedding_cache or "auto")]
+        if args.max_queries is not None:
+            argv += ["--max_queries", str(args.max_queries)]
+        if sampled:
+            argv += ["--corpus_sample", str(args.corpus_sample)]
+        if method == "reinforced_ir":
+            argv += ["--generator", str(round_dir(cfg, 1) / "generator" / "merged_model"), "--task", cfg.task,
+                     "--generator_backend", cfg.generator_backend,
+                     "--max_new_tokens", str(cfg.evaluate.get("max_new_tokens", 128))]
+        run_module("evaluation.evaluate", argv)
     return json.loads(output.read_text())
 
 
-def run_variant(args: DevAblationArguments, cfg: SelfBoostConfig, name: str, spec: dict) -> dict:
-    folder = Path(args.output_dir) / "variants" / re.sub(r"[^A-Za-z0-9=.-]+", "_", name).strip("_")
-    if not spec.get("train", True):
-        return {"name": name, "trained": False, "rows": 0,
-                "dev": evaluate(args, cfg, cfg.base_retriever, folder / "dev.json")}
-    folder.mkdir(parents=True, exist_ok=True)
-    rows = variant_rows(args, cfg, spec, folder)
-    identity = {"spec": spec, "train_retriever": cfg.train_retriever, "base_retriever": cfg.base_retriever,
-                "rows_sha256": file_sha256(rows), "seed": cfg.seed, "dev": [args.split, args.max_queries,
-                                                                             args.corpus_sample, args.seed]}
+def variant_folder(args: DevAblationArguments, name: str) -> Path:
+    return Path(args.output_dir) / "variants" / re.sub(r"[^A-Za-z0-9=.-]+", "_", name).strip("_")
+
+
+def score_variant(args: DevAblationArguments, cfg: SelfBoostConfig, folder: Path, retriever: str, method: str,
+                  identity: dict) -> dict:
+    """Scores of ``retriever``, reused while the variant's identity (settings, rows, evaluation) is unchanged."""
+    identity = {**identity, "method": method, "evaluation": [args.split, args.max_queries, args.corpus_sample,
+                                                               args.seed, args.hybrid_weight]}
     record = folder / "variant.json"
     if record.is_file() and json.loads(record.read_text()) != identity:  # settings or rows changed: redo it
         shutil.rmtree(folder / "retriever", ignore_errors=True)
-        (folder / "dev.json").unlink(missing_ok=True)
+        (folder / "scores.json").unlink(missing_ok=True)
+    folder.mkdir(parents=True, exist_ok=True)
     atomic_write_json(record, identity)
+    return identity
+
+
+def run_variant(args: DevAblationArguments, cfg: SelfBoostConfig, name: str, spec: dict, done: dict) -> dict:
+    folder, method = variant_folder(args, name), spec.get("method", "raw")
+    if "retriever_of" in spec:
+        source = done[spec["retriever_of"]]
+        score_variant(args, cfg, folder, source["retriever"], method, {"retriever_of": source["identity"]})
+        return {**source, "name": name, "method": method,
+                "scores": evaluate(args, cfg, source["retriever"], folder / "scores.json", method)}
+    if not spec.get("train", True):
+        identity = score_variant(args, cfg, folder, cfg.base_retriever, method, {"base": cfg.base_retriever})
+        return {"name": name, "trained": False, "rows": 0, "method": method, "retriever": cfg.base_retriever,
+                "identity": identity, "scores": evaluate(args, cfg, cfg.base_retriever, folder / "scores.json", method)}
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = variant_rows(args, cfg, spec, folder)
+    identity = score_variant(args, cfg, folder, str(folder / "retriever"), method, {
+        "spec": spec, "train_retriever": cfg.train_retriever, "base_retriever": cfg.base_retriever,
+        "rows_sha256": file_sha256(rows), "seed": cfg.seed})
+    train_variant(cfg, name, spec, rows, folder)
+    return {"name": name, "trained": True, "rows": sum(1 for _ in iter_jsonl(rows)), "method": method,
+            "retriever": str(folder / "retriever"), "identity": identity,
+            "scores": evaluate(args, cfg, str(folder / "retriever"), folder / "scores.json", method)}
+
+
+def train_variant(cfg: SelfBoostConfig, name: str, spec: dict, rows: Path, folder: Path) -> None:
     options = {"model_name_or_path": cfg.base_retriever, "seed": cfg.seed, "use_cpu": True, "train_data": [str(rows)],
                "output_dir": str(folder / "retriever"), **cfg.train_retriever, **(spec.get("train_retriever") or {})}
     if options.get("knowledge_distillation") and not spec.get("teacher"):
@@ -170,22 +246,30 @@ def run_variant(args: DevAblationArguments, cfg: SelfBoostConfig, name: str, spe
                         f"{' | '.join(TEACHERS)}", field=f"variants.{name}")
     atomic_write_text(folder / "train_retriever.yaml", yaml.safe_dump(options, sort_keys=False))
     run_module("finetune.retriever.train", ["--config", str(folder / "train_retriever.yaml")], cfg.nproc_per_node)
-    n_rows = sum(1 for _ in iter_jsonl(rows))
-    return {"name": name, "trained": True, "rows": n_rows, "dev": evaluate(args, cfg, str(folder / "retriever"), folder / "dev.json")}
 
 
-def summarise(results: list[dict]) -> list[dict]:
-    """Each variant against the base retriever and against the first trained variant (the profile as it is)."""
+def per_query(result: dict) -> dict[str, float]:
+    """The row's per-query nDCG@10: its method's (label_free is the hybrid at the chosen weight)."""
+    method = "hybrid" if result["method"] == "label_free" else result["method"]
+    return result["scores"]["per_query_ndcg@10"][method]
+
+
+def summarise(args: DevAblationArguments, results: list[dict]) -> list[dict]:
+    """Each row against the base retriever and against a reference: the first trained row (choose) or the row
+    above (report)."""
     base = next((r for r in results if not r["trained"]), results[0])
-    reference = next((r for r in results if r["trained"]), None)
+    first_trained = next((r for r in results if r["trained"]), None)
     table = []
-    for r in results:
-        per_query = r["dev"]["per_query_ndcg@10"]["raw"]
-        row = {"name": r["name"], "rows": r["rows"], "ndcg@10": r["dev"]["methods"]["raw"]["ndcg@10"],
-               "hybrid_ndcg@10": r["dev"]["methods"]["hybrid"]["ndcg@10"]}
+    for i, r in enumerate(results):
+        method = "hybrid" if r["method"] == "label_free" else r["method"]
+        row = {"name": r["name"], "rows": r["rows"], "method": r["method"],
+               "ndcg@10": r["scores"]["methods"][method]["ndcg@10"],
+               "hybrid_ndcg@10": r["scores"]["methods"]["hybrid"]["ndcg@10"]}
+        reference = results[i - 1] if args.purpose == "report" and i else \
+            (first_trained if args.purpose == "choose" else None)
         for label, other in (("base", base), ("reference", reference)):
             if other is not None and other is not r:
-                vs = compare(r["name"], per_query, other["name"], other["dev"]["per_query_ndcg@10"]["raw"])
+                vs = compare(r["name"], per_query(r), other["name"], per_query(other))
                 row[f"vs_{label}"] = {"name": other["name"], "delta": vs.delta, "p_value": vs.p_value,
                                       "delta_ci95": list(vs.delta_ci95)}
         table.append(row)
@@ -201,10 +285,25 @@ def _stats(row: dict, label: str, interval: bool) -> str:
     return f"{100 * vs['delta']:+.2f}{ci} | {vs['p_value']:.3g}"
 
 
+def describe_queries(args: DevAblationArguments) -> str:
+    queries = "every judged" if args.max_queries is None else f"{args.max_queries} seeded"
+    docs = "the full corpus" if args.corpus_sample is None else \
+        f"their judged documents plus {args.corpus_sample} seeded others"
+    return f"{queries} {args.split} queries (seed {args.seed}) against {docs}"
+
+
 def markdown(args: DevAblationArguments, table: list[dict]) -> str:
+    if args.purpose == "report":
+        head = [f"Report only (no setting was chosen by this table): {describe_queries(args)}. Each row is paired "
+                "against the row above and against the base retriever (nDCG@10 points, 95% bootstrap interval, "
+                "paired randomisation p).", "",
+                "| row | rows | scored as | nDCG@10 | Δ vs row above | 95% CI | p | Δ vs base | p |",
+                "|---|---:|---|---:|---:|---|---:|---:|---:|"]
+        body = [f"| {r['name']} | {r['rows']} | {r['method']} | {r['ndcg@10']:.4f} | {_stats(r, 'reference', True)} | "
+                f"{_stats(r, 'base', False)} |" for r in table]
+        return "\n".join(head + body) + "\n"
     reference = next((r["vs_reference"]["name"] for r in table if "vs_reference" in r), "—")
-    lines = [f"Dev set: {args.max_queries} seeded {args.split} queries (seed {args.seed}), their judged documents "
-             f"plus {args.corpus_sample} seeded others. Hybrid: minmax, BM25 weight {args.hybrid_weight:g}. "
+    lines = [f"Dev set: {describe_queries(args)}. Hybrid: minmax, BM25 weight {args.hybrid_weight:g}. "
              f"Reference row: {reference}.", "",
              "| variant | rows | dev nDCG@10 | Δ vs base (points) | 95% CI | p | Δ vs reference | p | hybrid nDCG@10 |",
              "|---|---:|---:|---:|---|---:|---:|---:|---:|"]
@@ -219,8 +318,10 @@ def main(argv: Sequence[str]) -> int:
     cfg = parse_args(SelfBoostConfig, ["--config", args.run_config], prog="run_config")
     require_complete_stage(round_dir(cfg, 1) / "synthetic" / "retriever_data" / "train.jsonl",
                            "generate_retriever_data")
-    results = [run_variant(args, cfg, name, spec or {}) for name, spec in args.variants.items()]
-    table = summarise(results)
+    done: dict[str, dict] = {}
+    for name, spec in args.variants.items():
+        done[name] = run_variant(args, cfg, name, spec or {}, done)
+    table = summarise(args, list(done.values()))
     atomic_write_json(Path(args.output_dir) / "results.json", {"arguments": vars(args), "variants": table})
     md = markdown(args, table)
     atomic_write_text(Path(args.output_dir) / "results.md", md)

@@ -178,3 +178,19 @@ def test_the_trainers_parse_options_like_every_other_cli(tmp_path):
     config.write_text("train_data: [a.jsonl]\nlearning_rat: 1.0e-4\n")
     with pytest.raises(UserError, match="did you mean 'learning_rate'"):
         parse_rerank(["--config", str(config)])
+
+
+def test_ablation_configs_parse(tmp_path):
+    """The dev ablations and make demo-full's report table parse and validate (variant names, reused retrievers)."""
+    from scripts.dev_ablation import DevAblationArguments
+
+    paths = sorted((REPO / "configs").glob("*/dev_*.yaml")) + sorted((REPO / "configs").glob("*/*_ablation.yaml"))
+    parsed = {p.name: parse_args(DevAblationArguments, ["--config", str(p)]) for p in paths}
+    assert len(parsed) >= 4
+    report = parsed["scifact_full_ablation.yaml"]
+    assert report.purpose == "report" and report.split == "test" and report.corpus_sample is None
+    assert all(a.purpose == "choose" and a.split != "test" for name, a in parsed.items() if name.startswith("dev_"))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("run_config: x.yaml\noutput_dir: out\nvariants:\n  a: {retriever_of: b}\n  b: {}\n")
+    with pytest.raises(UserError, match="earlier variant"):
+        parse_args(DevAblationArguments, ["--config", str(bad)])

@@ -250,7 +250,7 @@ def test_dev_ablation_retrains_per_variant_on_the_rounds_rows_and_scores_on_trai
     assert json.loads((folder / "retriever" / "manifest.json").read_text())["status"] == "complete"
     results = json.loads((tmp_path / "ablation" / "results.json").read_text())["variants"]
     assert [r["name"] for r in results] == ["base", "round trip k=1"] and results[1]["rows"] == len(trained_on)
-    dev = json.loads((folder / "dev.json").read_text())
+    dev = json.loads((folder / "scores.json").read_text())
     assert dev["run"]["split"] == "train" and dev["run"]["queries_evaluated"] == 6
     assert results[1]["ndcg@10"] == dev["methods"]["raw"]["ndcg@10"] and 0 < results[1]["vs_base"]["p_value"] <= 1
     assert "| round trip k=1 |" in (tmp_path / "ablation" / "results.md").read_text()
@@ -258,6 +258,41 @@ def test_dev_ablation_retrains_per_variant_on_the_rounds_rows_and_scores_on_trai
     assert again.returncode == 0 and "evaluation.evaluate" not in again.stdout  # finished variants are reused
     refused = run_module("scripts.dev_ablation", "--config", str(tmp_path / "ablation.yaml"), "--split", "test")
     assert refused.returncode == 2 and "never on test" in refused.stderr
+
+
+def test_ablation_report_pairs_each_row_with_the_row_above_on_the_full_test_split(run, tmp_path):
+    """``purpose: report`` (make demo-full's table): every judged test query on the full corpus; a row that reuses
+    a trained retriever is not trained again and is scored by its own method (hybrid; label_free at the round's
+    chosen weight); each row is paired with the row above, its figures are those of its own scores file."""
+    from evaluation.stats import compare
+
+    ablation = {"run_config": str(run["config"]), "output_dir": str(tmp_path / "ablation"), "purpose": "report",
+                "split": "test", "max_queries": None, "corpus_sample": None,
+                "variants": {"base": {"train": False},
+                             "trained": {"round_trip": 3, "train_retriever": {"knowledge_distillation": False}},
+                             "+ hybrid": {"retriever_of": "trained", "method": "hybrid"},
+                             "label-free": {"retriever_of": "trained", "method": "label_free"}}}
+    (tmp_path / "ablation.yaml").write_text(yaml.safe_dump(ablation, sort_keys=False))
+    proc = run_module("scripts.dev_ablation", "--config", str(tmp_path / "ablation.yaml"), timeout=900)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert proc.stdout.count("-m finetune.retriever.train") == 1          # the reusing rows trained nothing
+    variants = tmp_path / "ablation" / "variants"
+    scores = {name: json.loads((variants / folder / "scores.json").read_text()) for name, folder in
+              (("base", "base"), ("trained", "trained"), ("+ hybrid", "hybrid"), ("label-free", "label-free"))}
+    assert all(s["run"]["split"] == "test" and s["run"]["documents"] == 30 and s["run"]["query_subset"] is None
+               and s["run"]["corpus_sample"] is None for s in scores.values())
+    assert len({s["run"]["queries_evaluated"] for s in scores.values()}) == 1
+    assert scores["+ hybrid"]["run"]["retriever"] == scores["trained"]["run"]["retriever"]
+    weight = json.loads((run["run_dir"] / "report.json").read_text())["label_free_choice"]["weight"]
+    assert scores["label-free"]["run"]["arguments"]["fusion_weight"] == weight
+    table = json.loads((tmp_path / "ablation" / "results.json").read_text())["variants"]
+    methods = {"base": "raw", "trained": "raw", "+ hybrid": "hybrid", "label-free": "hybrid"}
+    for above, row in zip(table, table[1:]):
+        mine, theirs = (scores[r["name"]]["per_query_ndcg@10"][methods[r["name"]]] for r in (row, above))
+        assert row["ndcg@10"] == scores[row["name"]]["methods"][methods[row["name"]]]["ndcg@10"]
+        assert row["vs_reference"]["name"] == above["name"]
+        assert row["vs_reference"]["p_value"] == compare(row["name"], mine, above["name"], theirs).p_value
+    assert "vs_reference" not in table[0] and "| + hybrid | " in (tmp_path / "ablation" / "results.md").read_text()
 
 
 def test_dev_ablation_queries_variant_reruns_the_rounds_query_and_mining_steps_with_n_queries(run, tmp_path):
