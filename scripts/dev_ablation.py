@@ -202,9 +202,8 @@ def variant_folder(args: DevAblationArguments, name: str) -> Path:
     return Path(args.output_dir) / "variants" / re.sub(r"[^A-Za-z0-9=.-]+", "_", name).strip("_")
 
 
-def score_variant(args: DevAblationArguments, cfg: SelfBoostConfig, folder: Path, retriever: str, method: str,
-                  identity: dict) -> dict:
-    """Scores of ``retriever``, reused while the variant's identity (settings, rows, evaluation) is unchanged."""
+def record_identity(args: DevAblationArguments, folder: Path, method: str, identity: dict) -> dict:
+    """Write the variant's identity (settings, rows, evaluation); a changed one discards its retriever and scores."""
     identity = {**identity, "method": method, "evaluation": [args.split, args.max_queries, args.corpus_sample,
                                                                args.seed, args.hybrid_weight]}
     record = folder / "variant.json"
@@ -220,16 +219,16 @@ def run_variant(args: DevAblationArguments, cfg: SelfBoostConfig, name: str, spe
     folder, method = variant_folder(args, name), spec.get("method", "raw")
     if "retriever_of" in spec:
         source = done[spec["retriever_of"]]
-        score_variant(args, cfg, folder, source["retriever"], method, {"retriever_of": source["identity"]})
+        record_identity(args, folder, method, {"retriever_of": source["identity"]})
         return {**source, "name": name, "method": method,
                 "scores": evaluate(args, cfg, source["retriever"], folder / "scores.json", method)}
     if not spec.get("train", True):
-        identity = score_variant(args, cfg, folder, cfg.base_retriever, method, {"base": cfg.base_retriever})
+        identity = record_identity(args, folder, method, {"base": cfg.base_retriever})
         return {"name": name, "trained": False, "rows": 0, "method": method, "retriever": cfg.base_retriever,
                 "identity": identity, "scores": evaluate(args, cfg, cfg.base_retriever, folder / "scores.json", method)}
     folder.mkdir(parents=True, exist_ok=True)
     rows = variant_rows(args, cfg, spec, folder)
-    identity = score_variant(args, cfg, folder, str(folder / "retriever"), method, {
+    identity = record_identity(args, folder, method, {
         "spec": spec, "train_retriever": cfg.train_retriever, "base_retriever": cfg.base_retriever,
         "rows_sha256": file_sha256(rows), "seed": cfg.seed})
     train_variant(cfg, name, spec, rows, folder)
@@ -248,10 +247,13 @@ def train_variant(cfg: SelfBoostConfig, name: str, spec: dict, rows: Path, folde
     run_module("finetune.retriever.train", ["--config", str(folder / "train_retriever.yaml")], cfg.nproc_per_node)
 
 
+def scored_method(method: str) -> str:
+    """The evaluate CLI's method behind a row's (label_free is the hybrid at the chosen weight)."""
+    return "hybrid" if method == "label_free" else method
+
+
 def per_query(result: dict) -> dict[str, float]:
-    """The row's per-query nDCG@10: its method's (label_free is the hybrid at the chosen weight)."""
-    method = "hybrid" if result["method"] == "label_free" else result["method"]
-    return result["scores"]["per_query_ndcg@10"][method]
+    return result["scores"]["per_query_ndcg@10"][scored_method(result["method"])]
 
 
 def summarise(args: DevAblationArguments, results: list[dict]) -> list[dict]:
@@ -261,9 +263,8 @@ def summarise(args: DevAblationArguments, results: list[dict]) -> list[dict]:
     first_trained = next((r for r in results if r["trained"]), None)
     table = []
     for i, r in enumerate(results):
-        method = "hybrid" if r["method"] == "label_free" else r["method"]
         row = {"name": r["name"], "rows": r["rows"], "method": r["method"],
-               "ndcg@10": r["scores"]["methods"][method]["ndcg@10"],
+               "ndcg@10": r["scores"]["methods"][scored_method(r["method"])]["ndcg@10"],
                "hybrid_ndcg@10": r["scores"]["methods"]["hybrid"]["ndcg@10"]}
         reference = results[i - 1] if args.purpose == "report" and i else \
             (first_trained if args.purpose == "choose" else None)
