@@ -55,8 +55,9 @@ class EmbedderConfig:
             raise UserError(f"must be auto, fp32, fp16 or bf16, got {self.dtype!r}", field="dtype")
 
 
-def sentence_transformers_defaults(path: Path) -> dict:
-    """Read pooling / normalize / max_seq_length from a sentence-transformers folder, if it is one."""
+def sentence_transformers_defaults(path: Path, read_pooling: bool = True) -> dict:
+    """Read pooling / normalize / max_seq_length from a sentence-transformers folder, if it is one (pooling only when
+    ``read_pooling``: a caller that names its pooling is not stopped by a mode we do not implement)."""
     out: dict = {}
     modules_file = path / "modules.json"
     if not modules_file.is_file():
@@ -64,22 +65,37 @@ def sentence_transformers_defaults(path: Path) -> dict:
     modules = json.loads(modules_file.read_text())
     out["normalize"] = any(m.get("type", "").endswith("Normalize") for m in modules)
     for module in modules:
-        if module.get("type", "").endswith("Pooling"):
+        if read_pooling and module.get("type", "").endswith("Pooling"):
             cfg_file = path / module.get("path", "") / "config.json"
             if cfg_file.is_file():
-                cfg = json.loads(cfg_file.read_text())
-                if cfg.get("pooling_mode_mean_tokens"):
-                    out["pooling_method"] = "mean"
-                elif cfg.get("pooling_mode_cls_token"):
-                    out["pooling_method"] = "cls"
-                elif cfg.get("pooling_mode_lasttoken"):
-                    out["pooling_method"] = "last"
+                out["pooling_method"] = pooling_from_config(json.loads(cfg_file.read_text()), cfg_file)
     st_cfg = path / "sentence_bert_config.json"
     if st_cfg.is_file():
         max_len = json.loads(st_cfg.read_text()).get("max_seq_length")
         if max_len:
             out["max_length"] = int(max_len)
     return out
+
+
+# sentence-transformers' pooling modes → ours. Up to v5 the folder holds one bool key per mode
+# (pooling_mode_mean_tokens: true); from v6 one string key (pooling_mode: "mean").
+ST_POOLING = {"mean": "mean", "cls": "cls", "lasttoken": "last"}
+ST_LEGACY_POOLING = {"pooling_mode_mean_tokens": "mean", "pooling_mode_cls_token": "cls",
+                     "pooling_mode_lasttoken": "lasttoken"}
+
+
+def pooling_from_config(cfg: dict, cfg_file: Path) -> str:
+    """Our pooling method for a sentence-transformers Pooling config, either format; a mode we do not implement
+    stops with a clear error rather than falling back to another pooling (which would give other vectors)."""
+    mode = cfg.get("pooling_mode")
+    if mode is None:
+        mode = [st for key, st in ST_LEGACY_POOLING.items() if cfg.get(key)] or None
+    if isinstance(mode, list) and len(mode) == 1:
+        mode = mode[0]
+    if mode not in ST_POOLING:
+        raise UserError(f"pooling {mode!r} is not supported (supported: {', '.join(ST_POOLING)}); pass "
+                        "--pooling_method to override", file=cfg_file, field="pooling_mode")
+    return ST_POOLING[mode]
 
 
 def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, method: str) -> torch.Tensor:
@@ -144,7 +160,7 @@ class Embedder:
         self.path = resolve_model_path(config.model_name_or_path)
         self.weights = weights_fingerprint(self.path)
         local = Path(self.path)
-        st_defaults = sentence_transformers_defaults(local) if local.is_dir() else {}
+        st_defaults = sentence_transformers_defaults(local, config.pooling_method is None) if local.is_dir() else {}
         self.pooling_method = config.pooling_method or st_defaults.get("pooling_method", "cls")
         self.normalize = config.normalize if config.normalize is not None else st_defaults.get("normalize", True)
 

@@ -33,7 +33,10 @@ import types
 # LLaMA-Factory's variables too: it is not preloaded (nothing preloaded imports it), so a child reads them fresh.
 RUNTIME_ONLY_PREFIXES = ("OPENAI_", "RIR_", "PYTHONUNBUFFERED", "LLAMAFACTORY_", "DISABLE_VERSION_CHECK")
 # Set by shells and pytest per command or test, or the terminal's size (read when printing): no import reads them.
-RUNTIME_ONLY_NAMES = {"_", "PWD", "OLDPWD", "SHLVL", "PYTEST_CURRENT_TEST", "COLUMNS", "LINES"}
+# PYTORCH_NVML_BASED_CUDA_CHECK: set by importing DeepSpeed (sentence-transformers' save() does) and read by
+# torch.cuda.is_available() when called, not at import.
+RUNTIME_ONLY_NAMES = {"_", "PWD", "OLDPWD", "SHLVL", "PYTEST_CURRENT_TEST", "COLUMNS", "LINES",
+                      "PYTORCH_NVML_BASED_CUDA_CHECK"}
 STARTED_WITH = dict(os.environ)  # before the imports, some of which set variables (torch: KMP_INIT_AT_FORK, ...)
 SET_BY_IMPORTS: dict[str, str] = {}
 

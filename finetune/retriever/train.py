@@ -56,7 +56,8 @@ def build_model(model_args: RetrieverModelArguments):
     from .modeling import EmbeddingModel
 
     path = resolve_model_path(model_args.model_name_or_path)
-    defaults = sentence_transformers_defaults(Path(path)) if Path(path).is_dir() else {}
+    defaults = sentence_transformers_defaults(Path(path), model_args.pooling_method is None) \
+        if Path(path).is_dir() else {}
     pooling = model_args.pooling_method or defaults.get("pooling_method", "cls")
     normalize = model_args.normalize_embeddings if model_args.normalize_embeddings is not None else \
         defaults.get("normalize", True)
