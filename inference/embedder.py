@@ -77,25 +77,27 @@ def sentence_transformers_defaults(path: Path, read_pooling: bool = True) -> dic
     return out
 
 
-# sentence-transformers' pooling modes → ours. Up to v5 the folder holds one bool key per mode
-# (pooling_mode_mean_tokens: true); from v6 one string key (pooling_mode: "mean").
-ST_POOLING = {"mean": "mean", "cls": "cls", "lasttoken": "last"}
-ST_LEGACY_POOLING = {"pooling_mode_mean_tokens": "mean", "pooling_mode_cls_token": "cls",
-                     "pooling_mode_lasttoken": "lasttoken"}
+# Our pooling methods and how a sentence-transformers Pooling config names each: from v6 one string key
+# (pooling_mode: "mean"), up to v5 one bool key per mode (pooling_mode_mean_tokens: true). Read here, written by
+# the retriever trainer (finetune/retriever/modeling.py) in the v5 form, which both versions load.
+ST_POOLING = {"mean": ("mean", "pooling_mode_mean_tokens"), "cls": ("cls", "pooling_mode_cls_token"),
+              "last": ("lasttoken", "pooling_mode_lasttoken")}
 
 
 def pooling_from_config(cfg: dict, cfg_file: Path) -> str:
     """Our pooling method for a sentence-transformers Pooling config, either format; a mode we do not implement
     stops with a clear error rather than falling back to another pooling (which would give other vectors)."""
-    mode = cfg.get("pooling_mode")
-    if mode is None:
-        mode = [st for key, st in ST_LEGACY_POOLING.items() if cfg.get(key)] or None
-    if isinstance(mode, list) and len(mode) == 1:
-        mode = mode[0]
-    if mode not in ST_POOLING:
-        raise UserError(f"pooling {mode!r} is not supported (supported: {', '.join(ST_POOLING)}); pass "
+    named = cfg.get("pooling_mode")
+    if named is None:  # every mode switched on counts: two of them would be concatenated vectors
+        st_name = {legacy_key: st for st, legacy_key in ST_POOLING.values()}
+        named = [st_name.get(key, key) for key, on in cfg.items() if key.startswith("pooling_mode_") and on is True]
+    modes = [named] if isinstance(named, str) else list(named)
+    ours = [method for method, (st, _) in ST_POOLING.items() if modes == [st]]
+    if not ours:
+        supported = ", ".join(st for st, _ in ST_POOLING.values())
+        raise UserError(f"pooling {modes or 'none'} is not supported (supported: one of {supported}); pass "
                         "--pooling_method to override", file=cfg_file, field="pooling_mode")
-    return ST_POOLING[mode]
+    return ours[0]
 
 
 def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, method: str) -> torch.Tensor:

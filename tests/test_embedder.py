@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from inference.embedder import Embedder, document_text, pool
+from inference.embedder import Embedder, document_text, pool, pooling_from_config
 from inference.errors import UserError
 from inference.resolver import bundled_minilm_path, resolve_model_path
 
@@ -89,6 +89,23 @@ def test_a_folder_saved_by_this_sentence_transformers_keeps_its_pooling(tmp_path
         Embedder(str(tmp_path / "saved"), show_progress=False)
     assert "1_Pooling/config.json" in str(err.value) and "pooling_mode" in str(err.value)
     assert Embedder(str(tmp_path / "saved"), pooling_method="mean", show_progress=False).pooling_method == "mean"
+
+
+@pytest.mark.parametrize("cfg, expected", [
+    ({"pooling_mode_mean_tokens": True, "pooling_mode_cls_token": False}, "mean"),  # sentence-transformers ≤ 5
+    ({"pooling_mode_lasttoken": True}, "last"),
+    ({"pooling_mode": "cls"}, "cls"),  # sentence-transformers 6
+    ({"pooling_mode": ["lasttoken"]}, "last"),
+    ({"pooling_mode_max_tokens": True}, None),
+    ({"pooling_mode_mean_tokens": True, "pooling_mode_max_tokens": True}, None),  # mean concatenated with max
+    ({"pooling_mode": ["mean", "cls"]}, None),
+])
+def test_pooling_config_either_format(cfg, expected, tmp_path):
+    if expected is not None:
+        assert pooling_from_config(cfg, tmp_path / "config.json") == expected
+    else:
+        with pytest.raises(UserError, match="not supported"):
+            pooling_from_config(cfg, tmp_path / "config.json")
 
 
 def test_length_sorting_does_not_change_results(minilm):

@@ -16,12 +16,9 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from inference.embedder import pool
+from inference.embedder import ST_POOLING, pool
 
 logger = logging.getLogger(__name__)
-
-_ST_POOLING_KEYS = {"cls": "pooling_mode_cls_token", "mean": "pooling_mode_mean_tokens", "last": "pooling_mode_lasttoken"}
-
 
 def gather_with_grad(t: torch.Tensor) -> torch.Tensor:
     """All-gather along dim 0 keeping this rank's slice differentiable (the others are constants).
@@ -89,7 +86,7 @@ class EmbeddingModel(nn.Module):
                    "pooling_mode_mean_tokens": False, "pooling_mode_max_tokens": False,
                    "pooling_mode_mean_sqrt_len_tokens": False, "pooling_mode_weightedmean_tokens": False,
                    "pooling_mode_lasttoken": False, "include_prompt": True}
-        pooling[_ST_POOLING_KEYS[self.pooling_method]] = True
+        pooling[ST_POOLING[self.pooling_method][1]] = True
         (output_dir / "1_Pooling").mkdir(exist_ok=True)
         (output_dir / "1_Pooling" / "config.json").write_text(json.dumps(pooling, indent=2))
         if self.normalize:
