@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import re
 
+from inference.prompts import truncate_to_tokens  # noqa: F401  (the stages' budget helper lives with the prompts)
+
 # "Generated claim:", "The scientific claim is:", "Here is the query:" ...
 _LABEL = re.compile(r"^\s*(?:here\s+is\s+)?(?:the\s+|a\s+|an\s+)?(?:generated\s+)?(?:[a-z\-]+\s+){0,3}?"
                     r"(?:query|claim|question|title|answer|output)(?:\s+is)?\s*:\s*", re.IGNORECASE)
@@ -16,18 +18,6 @@ _META_PREFIX = re.compile(
     r"|^a\s+(?:single\s+|one-)?sentence[^:\"]{0,40}:\s*",
     re.IGNORECASE)
 _WORD = re.compile(r"\w+")
-
-
-def truncate_to_tokens(text: str, max_tokens: int, tokenizer=None) -> str:
-    """Cut ``text`` to ``max_tokens`` tokens of ``tokenizer`` (or ~0.75 words per token without one)."""
-    if max_tokens <= 0:
-        return text
-    if tokenizer is not None:
-        ids = tokenizer(text, add_special_tokens=False, truncation=False)["input_ids"]
-        return text if len(ids) <= max_tokens else tokenizer.decode(ids[:max_tokens])
-    words = text.split()
-    limit = int(max_tokens * 0.75)
-    return text if len(words) <= limit else " ".join(words[:limit])
 
 
 def clean_generated_query(text: str) -> str:

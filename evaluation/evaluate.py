@@ -67,11 +67,16 @@ class EvaluateArguments:
     query_ids_file: str | None = field(default=None, metadata={
         "help": "evaluate only these query ids (one per line), e.g. rows_from_qrels' heldout_query_ids.txt"})
     rerank: str | None = field(default=None, metadata={"help": "reranker for each method's top documents"})
-    rerank_type: str = field(default="auto", metadata={"help": "auto | cross-encoder | colbert | llm"})
+    rerank_type: str = field(default="auto", metadata={
+        "help": "auto | cross-encoder | colbert | llm | query_likelihood (a generator: UPR, no training)"})
     rerank_top_k: int = 100
     rerank_max_length: int | None = field(default=None, metadata={
-        "help": "tokens per (query, passage); default: the reranker's training length, else 256"})
+        "help": "tokens per (query, passage); default: the reranker's training length, else 256 "
+                "(query_likelihood: passage tokens, 192)"})
     rerank_batch_size: int = 32
+    rerank_weight: list[float] = field(default_factory=list, metadata={
+        "help": "the reranker's share, min-max fused with the first stage's scores (default: reranker order "
+                "only); several, comma-separated, are each reported as METHOD+rerank@W from one scoring pass"})
     corpus_sample: int | None = field(default=None, metadata={
         "help": "dev speed: keep the judged documents of the evaluated queries plus this many seeded random others "
                 "(scores are then not comparable to full-corpus figures)"})
@@ -104,6 +109,8 @@ class EvaluateArguments:
             raise UserError("must be ≥ 1", field="max_queries")
         if self.rerank_top_k < 1:
             raise UserError("must be ≥ 1", field="rerank_top_k")
+        if any(not 0.0 <= w <= 1.0 for w in self.rerank_weight):
+            raise UserError("must be in [0, 1]", field="rerank_weight")
         if self.corpus_sample is not None and self.corpus_sample < 0:
             raise UserError("must be ≥ 0", field="corpus_sample")
 
@@ -204,12 +211,12 @@ def load_run_reranker(args: EvaluateArguments, task_name: str):
     from inference.prompts import get_task
     from inference.reranker import load_reranker
 
-    try:  # the LLM reranker's question starts with the task's instruction when the task is known
-        instruction = get_task(task_name).task_instruction
+    try:  # the task's instruction (LLM reranker) or query-generation prompt (query likelihood), when known
+        task = get_task(task_name)
     except UserError:
-        instruction = ""
-    return load_reranker(args.rerank, args.rerank_type, max_length=args.rerank_max_length,
-                         batch_size=args.rerank_batch_size, task_instruction=instruction)
+        task = None
+    return load_reranker(args.rerank, args.rerank_type, task=task, max_length=args.rerank_max_length,
+                         batch_size=args.rerank_batch_size)
 
 
 @dataclass
@@ -238,7 +245,8 @@ class EvaluationModels:
         g, r = self.generator, self.reranker
         return {**self.searchers.describe(), "task": None if self.task is None else self.task.name,
                 "generator": None if g is None else g.describe(),
-                "reranker": None if r is None else {**r.describe(), "top_k": args.rerank_top_k},
+                "reranker": None if r is None else {**r.describe(), "top_k": args.rerank_top_k,
+                                                    "weights": args.rerank_weight or None},
                 "generation": None if g is None else {**asdict(self.settings), **g.stats.as_dict()}}
 
 
@@ -278,11 +286,13 @@ def score_methods(args: EvaluateArguments, evaluator: RetrievalEvaluator, models
         scores.add(method, evaluator.score_run(run))
         timings[f"method:{method}"] = time.perf_counter() - t
         if models.reranker is not None:  # second stage on the raw query text, reported beside the first stage
-            from inference.reranker import rerank_run
+            from inference.reranker import order_reranked, rescore_top
 
             t = time.perf_counter()
-            reranked = rerank_run(run, evaluator.queries, evaluator.corpus, models.reranker, args.rerank_top_k)
-            scores.add(f"{method}+rerank", evaluator.score_run(reranked))
+            rescored = rescore_top(run, evaluator.queries, evaluator.corpus, models.reranker, args.rerank_top_k)
+            for w in args.rerank_weight or [None]:
+                name = f"{method}+rerank" if w is None else f"{method}+rerank@{w:g}"
+                scores.add(name, evaluator.score_run(order_reranked(run, rescored, w)))
             timings[f"rerank:{method}"] = time.perf_counter() - t
         if generated:
             scores.generations[method] = [{"query_id": q, "query": text, "generations": g}

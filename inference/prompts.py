@@ -67,7 +67,7 @@ def templates() -> dict[str, str]:
     data = yaml.safe_load(path.read_text(encoding="utf-8"))
     for key in ("augmentation_prefix", "generator", "hyde", "query2doc", "query_generation",
                 "query_generation_example", "query_generation_simple", "quality_control", "listwise_rank",
-                "query_likelihood"):
+                "query_likelihood", "query_likelihood_task"):
         if not isinstance(data.get(key), str):
             raise UserError("missing or not a string", file=path, field=key)
     return data
@@ -188,8 +188,24 @@ def listwise_rank_prompt(query: str, passages: list[str]) -> str:
     return templates()["listwise_rank"].format(num=len(passages), query=query, passages=listed)
 
 
-def query_likelihood_prompt(passage: str) -> str:
-    return templates()["query_likelihood"].format(passage=passage)
+def query_likelihood_prompt(passage: str, task: TaskPrompt | None = None) -> str:
+    """The prompt whose reply the query is scored as. Without a task, RLGF's generic question prompt; with one,
+    the task's own query-generation instruction (a claim task asks for a claim)."""
+    if task is None:
+        return templates()["query_likelihood"].format(passage=passage)
+    return templates()["query_likelihood_task"].format(passage=passage, simple_mission=task.fill(task.simple_mission))
+
+
+def truncate_to_tokens(text: str, max_tokens: int, tokenizer=None) -> str:
+    """Cut ``text`` to ``max_tokens`` tokens of ``tokenizer`` (or ~0.75 words per token without one)."""
+    if max_tokens <= 0:
+        return text
+    if tokenizer is not None:
+        ids = tokenizer(text, add_special_tokens=False, truncation=False)["input_ids"]
+        return text if len(ids) <= max_tokens else tokenizer.decode(ids[:max_tokens])
+    words = text.split()
+    limit = int(max_tokens * 0.75)
+    return text if len(words) <= limit else " ".join(words[:limit])
 
 
 def rerank_yes_no_prompt(query: str, passage: str, task_instruction: str = "") -> str:

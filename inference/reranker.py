@@ -1,10 +1,11 @@
 """Second-stage rerankers: score (query, passage) pairs and reorder a first-stage run.
 
-Three kinds, one interface (``score_pairs``): ``CrossEncoderReranker`` (joint encoding, one logit),
+Four kinds, one interface (``score_pairs``): ``CrossEncoderReranker`` (joint encoding, one logit),
 ``ColBERTReranker`` (late interaction: MaxSim over L2-normalised token embeddings, zero-shot from any encoder or
-trained with ``finetune.rerank --model_type colbert``) and ``LLMReranker`` (a causal LM's logit("Yes") −
-logit("No") after a relevance question; LoRA-trained with ``--model_type llm``). ``load_reranker`` picks the kind
-from the folder.
+trained with ``finetune.rerank --model_type colbert``), ``LLMReranker`` (a causal LM's logit("Yes") −
+logit("No") after a relevance question; LoRA-trained with ``--model_type llm``) and
+``QueryLikelihoodReranker`` (a generator's log-probability of the query given the passage, UPR; no training).
+``load_reranker`` picks the kind from the folder.
 
 ``CrossEncoderReranker`` reads any sequence-classification checkpoint with one output (our
 ``finetune.rerank`` output, or a published cross-encoder such as ``BAAI/bge-reranker-base``). A plain encoder
@@ -22,6 +23,8 @@ from typing import Sequence
 import numpy as np
 
 from .embedder import document_text
+from .hybrid import fuse_scores
+from .prompts import TaskPrompt, query_likelihood_prompt, truncate_to_tokens
 from .errors import UserError
 from .resolver import resolve_model_path
 
@@ -188,17 +191,50 @@ class LLMReranker(Reranker):
         return logits[:, self.yes_id] - logits[:, self.no_id]
 
 
-RERANKER_KINDS = ("auto", "cross-encoder", "colbert", "llm")
+class QueryLikelihoodReranker:
+    """UPR (Sachan et al. 2022): a passage scores the generator's mean log-probability of the query written as
+    its reply to the task's query-generation instruction after the passage. Nothing to train and nothing to
+    parse, so a 135M generator can give it; the score is the one RLGF's ``query_likelihood`` teacher uses
+    (``Generator.continuation_logprobs``, any backend). Passages are cut to ``max_length`` generator tokens."""
+
+    kind = "query_likelihood"
+
+    def __init__(self, model_name_or_path: str, max_length: int = 192, batch_size: int = 16,
+                 task: TaskPrompt | None = None, backend: str | None = None, show_progress: bool = True):
+        from .generators import load_generator
+
+        self.name, self.max_length, self.task = str(model_name_or_path), max_length, task
+        self.generator = load_generator(model_name_or_path, backend=backend, batch_size=batch_size)
+
+    def describe(self) -> dict:
+        return {"kind": self.kind, "model": self.name, "max_length": self.max_length,
+                "task": None if self.task is None else self.task.name, "generator": self.generator.describe()}
+
+    def score_pairs(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
+        tokenizer = getattr(self.generator, "tokenizer", None)
+        prompts = [query_likelihood_prompt(truncate_to_tokens(p, self.max_length, tokenizer), self.task)
+                   for _, p in pairs]
+        return np.asarray(self.generator.continuation_logprobs(prompts, [q for q, _ in pairs]), dtype=np.float64)
+
+    def score(self, query: str, passages: Sequence[str]) -> np.ndarray:
+        return self.score_pairs([(query, p) for p in passages])
 
 
-def load_reranker(model_name_or_path: str, kind: str = "auto", **kwargs):
+RERANKER_KINDS = ("auto", "cross-encoder", "colbert", "llm", "query_likelihood")
+
+
+def load_reranker(model_name_or_path: str, kind: str = "auto", task: TaskPrompt | None = None, **kwargs):
     """``kind="auto"``: a folder written by ``finetune.rerank`` says its kind (and the lengths it was trained
-    with, used unless given) in ``reranker_config.json``; anything else is a cross-encoder."""
+    with, used unless given) in ``reranker_config.json``; anything else is a cross-encoder. ``task`` gives the
+    LLM reranker its instruction and the query-likelihood reranker its prompt."""
     import json
     from pathlib import Path
 
     if kind not in RERANKER_KINDS:
         raise UserError(f"must be one of {', '.join(RERANKER_KINDS)}", field="rerank_type")
+    if kind == "query_likelihood":  # a generator, not a reranker folder
+        return QueryLikelihoodReranker(model_name_or_path, task=task,
+                                       **{k: v for k, v in kwargs.items() if v is not None})
     config_file = Path(resolve_model_path(model_name_or_path)) / "reranker_config.json"
     config = json.loads(config_file.read_text()) if config_file.is_file() else {}
     if kind == "auto":
@@ -211,14 +247,14 @@ def load_reranker(model_name_or_path: str, kind: str = "auto", **kwargs):
         value = config.get(name) if value is None else value
         if name in accepted and value is not None:
             kwargs[name] = int(value)
-    if cls is not LLMReranker:
-        kwargs.pop("task_instruction", None)
+    if cls is LLMReranker:
+        kwargs["task_instruction"] = "" if task is None else task.task_instruction
     return cls(model_name_or_path, **kwargs)
 
 
-def rerank_run(run: dict[str, dict[str, float]], queries: dict[str, str], corpus: dict[str, dict],
-               reranker: CrossEncoderReranker, top_k: int = 100) -> dict[str, dict[str, float]]:
-    """Rescore each query's ``top_k`` first-stage documents; the rest keep their order below them."""
+def rescore_top(run: dict[str, dict[str, float]], queries: dict[str, str], corpus: dict[str, dict],
+                reranker, top_k: int = 100) -> dict[str, dict[str, float]]:
+    """The reranker's score of each query's ``top_k`` first-stage documents (one ``score_pairs`` call)."""
     pairs, owners = [], []
     for qid, docs in run.items():
         top = sorted(docs.items(), key=lambda kv: -kv[1])[:top_k]
@@ -226,15 +262,37 @@ def rerank_run(run: dict[str, dict[str, float]], queries: dict[str, str], corpus
             pairs.append((queries[qid], document_text(corpus[did])))
             owners.append((qid, did))
     scores = reranker.score_pairs(pairs) if pairs else np.empty(0)
-    reranked: dict[str, dict[str, float]] = {qid: {} for qid in run}
+    rescored: dict[str, dict[str, float]] = {qid: {} for qid in run}
     for (qid, did), s in zip(owners, scores):
-        reranked[qid][did] = float(s)
-    for qid, docs in run.items():  # documents beyond top_k stay below every reranked one, in first-stage order
-        if not reranked[qid]:
+        rescored[qid][did] = float(s)
+    return rescored
+
+
+def order_reranked(run: dict[str, dict[str, float]], rescored: dict[str, dict[str, float]],
+                   weight: float | None = None) -> dict[str, dict[str, float]]:
+    """The reranked run: rescored documents first, by the reranker's score or (``weight`` given) by
+    ``weight · minmax(reranker) + (1 − weight) · minmax(first stage)`` over them (the hybrid's fusion, so a weak
+    reranker adjusts the first stage instead of replacing it); the rest below, in first-stage order."""
+    reranked: dict[str, dict[str, float]] = {}
+    for qid, docs in run.items():
+        top = dict(rescored.get(qid, {}))
+        if not top:
             reranked[qid] = dict(docs)
             continue
-        floor = min(reranked[qid].values())
-        rest = sorted((kv for kv in docs.items() if kv[0] not in reranked[qid]), key=lambda kv: -kv[1])
+        if weight is not None:
+            ids = list(top)
+            fused = fuse_scores(np.array([docs[d] for d in ids]), np.array([top[d] for d in ids]), weight)
+            top = dict(zip(ids, map(float, fused)))
+        floor = min(top.values())
+        rest = sorted((kv for kv in docs.items() if kv[0] not in top), key=lambda kv: -kv[1])
         for n, (did, _) in enumerate(rest, start=1):
-            reranked[qid][did] = floor - n
+            top[did] = floor - n
+        reranked[qid] = top
     return reranked
+
+
+def rerank_run(run: dict[str, dict[str, float]], queries: dict[str, str], corpus: dict[str, dict],
+               reranker, top_k: int = 100, weight: float | None = None) -> dict[str, dict[str, float]]:
+    """Rescore each query's ``top_k`` first-stage documents; the rest keep their order below them (see
+    ``order_reranked`` for ``weight``)."""
+    return order_reranked(run, rescore_top(run, queries, corpus, reranker, top_k), weight)

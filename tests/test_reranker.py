@@ -73,6 +73,45 @@ def test_rerank_run_reorders_top_k_and_keeps_the_rest_below():
     assert order == ["b", "c", "a", "d"]  # top 3 by the reranker; d (beyond top_k) stays last despite its length
 
 
+def test_rerank_run_with_a_weight_fuses_the_reranker_with_the_first_stage():
+    corpus = {"a": {"title": "", "text": "x"}, "b": {"title": "", "text": "xxx"}, "c": {"title": "", "text": "xx"},
+              "d": {"title": "", "text": "xxxxxxxx"}}
+    run = {"q": {"a": 0.9, "b": 0.8, "c": 0.7, "d": 0.1}}
+    order = lambda out: [d for d, _ in sorted(out["q"].items(), key=lambda kv: -kv[1])]  # noqa: E731
+    # min-max over the top 3: first stage a 1, b 0.5, c 0; reranker (length) a 0, b 1, c 0.5
+    assert order(rerank_run(run, {"q": "query"}, corpus, _LengthScorer(), top_k=3, weight=0.3)) == ["a", "b", "c", "d"]
+    assert order(rerank_run(run, {"q": "query"}, corpus, _LengthScorer(), top_k=3, weight=0.7)) == ["b", "c", "a", "d"]
+    fused = rerank_run(run, {"q": "query"}, corpus, _LengthScorer(), top_k=3, weight=0.3)["q"]
+    assert fused["a"] == 0.7 and abs(fused["b"] - 0.65) < 1e-12 and fused["d"] < fused["c"]
+
+
+def test_query_likelihood_reranker_scores_the_query_as_the_generators_reply(tiny_beir, tmp_path):
+    from inference.prompts import get_task, query_likelihood_prompt
+    from inference.reranker import load_reranker
+
+    task = get_task("scifact")
+    reranker = load_reranker("HuggingFaceTB/SmolLM2-135M-Instruct", "query_likelihood", task=task, batch_size=2)
+    claim = "Yeast makes bread dough rise by producing carbon dioxide."
+    passages = ["Bread baking. Yeast ferments the sugars in dough, producing carbon dioxide that makes bread rise.",
+                "Chess openings. The Sicilian Defence begins with the moves e4 c5."]
+    scores = reranker.score(claim, passages)
+    assert scores[0] > scores[1]
+    prompts = [query_likelihood_prompt(p, task) for p in passages]  # the task's claim prompt, RLGF's scoring
+    assert "scientific claim that this document supports" in prompts[0]
+    np.testing.assert_allclose(scores, reranker.generator.continuation_logprobs(prompts, [claim] * 2), rtol=1e-6)
+
+    from evaluation.evaluate import main as evaluate_main
+
+    assert evaluate_main(["--dataset", str(tiny_beir), "--methods", "bm25", "--rerank",
+                          "HuggingFaceTB/SmolLM2-135M-Instruct", "--rerank_type", "query_likelihood",
+                          "--rerank_top_k", "2", "--rerank_weight", "0.3,1", "--embedding_cache", "none",
+                          "--output", str(tmp_path / "r.json")]) == 0
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert set(report["methods"]) == {"bm25", "bm25+rerank@0.3", "bm25+rerank@1"}  # one scoring pass, two fusions
+    assert {k: report["run"]["reranker"][k] for k in ("kind", "weights", "max_length")} == {
+        "kind": "query_likelihood", "weights": [0.3, 1.0], "max_length": 192}
+
+
 def test_rows_from_qrels_hold_out_by_query_and_evaluate_on_them(tiny_beir, tmp_path):
     from data_generation.rows_from_qrels import main as rows_main
     from evaluation.evaluate import main as evaluate_main

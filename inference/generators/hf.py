@@ -127,6 +127,8 @@ class HFGenerator(Generator):
         scores = [float("-inf")] * len(pairs)
         order = sorted(range(len(pairs)), key=lambda i: -sum(map(len, pairs[i])))
         pad = self.tokenizer.pad_token_id
+        bar = tqdm(total=len(pairs), desc=f"score ({self.model_name})", unit="pair", disable=not self.show_progress,
+                   leave=False)
         for start in range(0, len(order), self.batch_size):
             idx = order[start:start + self.batch_size]
             seqs = [pairs[i][0] + pairs[i][1] for i in idx]
@@ -141,6 +143,8 @@ class HFGenerator(Generator):
                 if n:
                     logp = torch.log_softmax(logits[row, start_pos - 1:start_pos - 1 + n].float(), dim=-1)
                     scores[i] = float(logp.gather(-1, ids[row, start_pos:start_pos + n, None]).mean())
+            bar.update(len(idx))
+        bar.close()
         return scores
 
     def _count_new_tokens(self, new: torch.Tensor) -> int:
