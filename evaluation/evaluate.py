@@ -27,6 +27,7 @@ from .baselines import GENERATIVE_METHODS, METHODS, GenerationSettings, encode_q
 from .data import RetrievalDataset, load_dataset
 from .evaluator import RetrievalEvaluator, RetrievalResult, evaluation_query_ids
 from .search import bm25_index_cached, encode_corpus_cached, resolve_embedding_cache
+from .stats import PairedComparison, compare
 
 # Methods that use BM25: ``bm25`` alone, ``hybrid`` = BM25 fused with the raw dense query (inference.hybrid).
 LEXICAL_METHODS = ("bm25", "hybrid")
@@ -268,9 +269,17 @@ class MethodScores:
     results: dict[str, dict] = field(default_factory=dict)
     per_query: dict[str, dict[str, float]] = field(default_factory=dict)
     generations: dict[str, list] = field(default_factory=dict)
+    first_stage: dict[str, str] = field(default_factory=dict)  # reranked method -> the run it reranked
 
-    def add(self, name: str, result: RetrievalResult) -> None:
+    def add(self, name: str, result: RetrievalResult, reranks: str | None = None) -> None:
         self.results[name], self.per_query[name] = result.metrics, result.per_query
+        if reranks is not None:
+            self.first_stage[name] = reranks
+
+    def rerank_comparisons(self) -> list[PairedComparison]:
+        """Each reranked run against its first stage, per query: paired p-value and bootstrap intervals."""
+        return [compare(name, self.per_query[name], base, self.per_query[base])
+                for name, base in self.first_stage.items()]
 
 
 def score_methods(args: EvaluateArguments, evaluator: RetrievalEvaluator, models: EvaluationModels,
@@ -292,7 +301,7 @@ def score_methods(args: EvaluateArguments, evaluator: RetrievalEvaluator, models
             rescored = rescore_top(run, evaluator.queries, evaluator.corpus, models.reranker, args.rerank_top_k)
             for w in args.rerank_weight or [None]:
                 name = f"{method}+rerank" if w is None else f"{method}+rerank@{w:g}"
-                scores.add(name, evaluator.score_run(order_reranked(run, rescored, w)))
+                scores.add(name, evaluator.score_run(order_reranked(run, rescored, w)), reranks=method)
             timings[f"rerank:{method}"] = time.perf_counter() - t
         if generated:
             scores.generations[method] = [{"query_id": q, "query": text, "generations": g}
@@ -312,6 +321,7 @@ def run_evaluation(args: EvaluateArguments) -> dict:
         "metrics": scores.results[args.method_list[0]],
         "methods": scores.results,
         "per_query_ndcg@10": scores.per_query,
+        "rerank_comparisons": [c.as_dict() for c in scores.rerank_comparisons()],
         "run": {
             "dataset": ds.path, "dataset_name": ds.name, "format": ds.format, "split": args.split,
             "documents": len(ds.corpus), "queries_evaluated": len(evaluator.query_ids),
@@ -346,6 +356,8 @@ def main(argv: Sequence[str]) -> int:
     print(f"\n{run['dataset_name']} / {run['split']}: {run['queries_evaluated']} queries, "
           f"{run['documents']} documents, retriever {retriever}")
     print(format_table(report["methods"]))
+    for c in report["rerank_comparisons"]:
+        print(PairedComparison(**c).summary())
     if report["load_report"]["unknown_query_ids"] or report["load_report"]["unknown_doc_ids"]:
         lr = report["load_report"]
         print(f"note: skipped {lr['unknown_query_ids']} qrels rows with unknown query ids and "

@@ -5,6 +5,7 @@ import os
 import subprocess
 
 import numpy as np
+import pytest
 
 from conftest import REPO
 from inference.reranker import rerank_run
@@ -108,6 +109,10 @@ def test_query_likelihood_reranker_scores_the_query_as_the_generators_reply(tiny
                           "--output", str(tmp_path / "r.json")]) == 0
     report = json.loads((tmp_path / "r.json").read_text())
     assert set(report["methods"]) == {"bm25", "bm25+rerank@0.3", "bm25+rerank@1"}  # one scoring pass, two fusions
+    for c in report["rerank_comparisons"]:  # each fusion paired against the run it reranked
+        assert c["b"] == "bm25" and c["queries"] == len(report["per_query_ndcg@10"]["bm25"])
+        assert c["delta"] == pytest.approx(report["methods"][c["a"]]["ndcg@10"] - report["methods"]["bm25"]["ndcg@10"])
+    assert [c["a"] for c in report["rerank_comparisons"]] == ["bm25+rerank@0.3", "bm25+rerank@1"]
     assert {k: report["run"]["reranker"][k] for k in ("kind", "weights", "max_length")} == {
         "kind": "query_likelihood", "weights": [0.3, 1.0], "max_length": 192}
 
