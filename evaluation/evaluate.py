@@ -75,6 +75,9 @@ class EvaluateArguments:
         "help": "tokens per (query, passage); default: the reranker's training length, else 256 "
                 "(query_likelihood: passage tokens, 192)"})
     rerank_batch_size: int = 32
+    rerank_dtype: str = field(default="auto", metadata={
+        "help": "query_likelihood: auto (bf16 where the hardware computes it natively, else fp32 on CPU) | fp32 | "
+                "bf16 | fp16"})
     rerank_weight: list[float] = field(default_factory=list, metadata={
         "help": "the reranker's share, min-max fused with the first stage's scores (default: reranker order "
                 "only); several, comma-separated, are each reported as METHOD+rerank@W from one scoring pass"})
@@ -217,7 +220,7 @@ def load_run_reranker(args: EvaluateArguments, task_name: str):
     except UserError:
         task = None
     return load_reranker(args.rerank, args.rerank_type, task=task, max_length=args.rerank_max_length,
-                         batch_size=args.rerank_batch_size)
+                         batch_size=args.rerank_batch_size, dtype=args.rerank_dtype)
 
 
 @dataclass

@@ -16,7 +16,9 @@ its generator. A variant may
 - or reuse an earlier variant's trained retriever (``retriever_of: name``) and score it another way
   (``method``: ``raw``, the default; ``reinforced_ir``, the query fused with the round generator's answer;
   ``hybrid``, BM25 at ``hybrid_weight``; ``label_free``, BM25 at the weight ``evaluation.label_free`` chooses on
-  the round's pseudo-queries).
+  the round's pseudo-queries),
+- and rerank that row's top documents by query likelihood (``rerank: {top_k: K, weight: W}``: the profile's base
+  generator, ``evaluation.evaluate --rerank_type query_likelihood``, fused with the first stage at W).
 Each trained variant runs the real trainer (torchrun) from the base retriever, then ``evaluation.evaluate`` on the
 dev set: ``max_queries`` seeded train queries against their judged documents plus ``corpus_sample`` seeded others.
 Absolute dev scores are higher than full-corpus ones; only the differences count, and each row carries a paired
@@ -52,8 +54,8 @@ from .self_boost import SelfBoostConfig, round_dir
 from .steps import torchrun_command
 
 logger = logging.getLogger(__name__)
-VARIANT_KEYS = {"train", "queries", "round_trip", "teacher", "train_retriever", "method", "retriever_of"}
-TRAINING_KEYS = VARIANT_KEYS - {"method", "retriever_of"}
+VARIANT_KEYS = {"train", "queries", "round_trip", "teacher", "train_retriever", "method", "retriever_of", "rerank"}
+TRAINING_KEYS = VARIANT_KEYS - {"method", "retriever_of", "rerank"}
 TEACHERS = ("listwise", "query_likelihood", "hybrid")
 METHODS = ("raw", "reinforced_ir", "hybrid", "label_free")
 PURPOSES = ("choose", "report")
@@ -93,6 +95,8 @@ class DevAblationArguments:
                 raise UserError(f"must be one of {', '.join(TEACHERS)}", field=f"variants.{name}.teacher")
             if spec.get("method", "raw") not in METHODS:
                 raise UserError(f"must be one of {', '.join(METHODS)}", field=f"variants.{name}.method")
+            if "rerank" in spec:
+                check_rerank(name, spec)
             if "retriever_of" in spec:
                 self.check_reuse(name, spec, list(self.variants)[:position])
             if spec.get("queries") is not None and (not isinstance(spec["queries"], int) or spec["queries"] < 1):
@@ -109,6 +113,18 @@ class DevAblationArguments:
         if extra := sorted(set(spec) & TRAINING_KEYS):
             raise UserError(f"a reused retriever is not trained again: drop {', '.join(extra)}",
                             field=f"variants.{name}")
+
+
+def check_rerank(name: str, spec: dict) -> None:
+    field_name, rerank = f"variants.{name}.rerank", spec["rerank"]
+    if first_stage(spec.get("method", "raw")) != "hybrid":  # the table's hybrid column is that first stage
+        raise UserError("reranks a hybrid first stage: add method: hybrid or label_free", field=field_name)
+    if not isinstance(rerank, dict) or set(rerank) != {"top_k", "weight"}:
+        raise UserError("must be {top_k: K, weight: W}", field=field_name)
+    if not isinstance(rerank["top_k"], int) or rerank["top_k"] < 1:
+        raise UserError("must be a number of documents ≥ 1", field=f"{field_name}.top_k")
+    if not isinstance(rerank["weight"], (int, float)) or not 0 <= rerank["weight"] <= 1:
+        raise UserError("must be in [0, 1]", field=f"{field_name}.weight")
 
 
 def run_module(module: str, argv: list[str], torchrun: int = 0) -> None:
@@ -176,13 +192,16 @@ def label_free_weight(cfg: SelfBoostConfig) -> float:
     return float(choice["weight"])
 
 
-def evaluate(args: DevAblationArguments, cfg: SelfBoostConfig, retriever: str, output: Path, method: str) -> dict:
-    """``evaluation.evaluate`` of one retriever: raw and hybrid always, plus the row's generative method."""
+def evaluate(args: DevAblationArguments, cfg: SelfBoostConfig, retriever: str, output: Path, spec: dict) -> dict:
+    """``evaluation.evaluate`` of one retriever: raw and hybrid always, plus the row's generative method; a reranked
+    row scores its first stage only (each method's top documents would be scored again)."""
+    method, rerank = spec.get("method", "raw"), spec.get("rerank")
     if not output.is_file():
         weight = label_free_weight(cfg) if method == "label_free" else args.hybrid_weight
         sampled = args.corpus_sample is not None
+        methods = "raw,hybrid" + (",reinforced_ir" if method == "reinforced_ir" else "")
         argv = ["--dataset", cfg.dataset_path, "--split", args.split, "--retriever", retriever,
-                "--methods", "raw,hybrid" + (",reinforced_ir" if method == "reinforced_ir" else ""),
+                "--methods", first_stage(method) if rerank else methods,
                 "--fusion_weight", str(weight), "--seed", str(args.seed), "--output", str(output),
                 # a sampled corpus is this dev set's alone; full-corpus vectors are worth keeping
                 "--embedding_cache", "none" if sampled else (cfg.embedding_cache or "auto")]
@@ -194,6 +213,10 @@ def evaluate(args: DevAblationArguments, cfg: SelfBoostConfig, retriever: str, o
             argv += ["--generator", str(round_dir(cfg, 1) / "generator" / "merged_model"), "--task", cfg.task,
                      "--generator_backend", cfg.generator_backend,
                      "--max_new_tokens", str(cfg.evaluate.get("max_new_tokens", 128))]
+        if rerank:
+            argv += ["--rerank", cfg.base_generator, "--rerank_type", "query_likelihood", "--task", cfg.task,
+                     "--rerank_top_k", str(rerank["top_k"]), "--rerank_weight", str(rerank["weight"]),
+                     "--rerank_batch_size", "16"]
         run_module("evaluation.evaluate", argv)
     return json.loads(output.read_text())
 
@@ -202,9 +225,10 @@ def variant_folder(args: DevAblationArguments, name: str) -> Path:
     return Path(args.output_dir) / "variants" / re.sub(r"[^A-Za-z0-9=.-]+", "_", name).strip("_")
 
 
-def record_identity(args: DevAblationArguments, folder: Path, method: str, identity: dict) -> dict:
+def record_identity(args: DevAblationArguments, folder: Path, spec: dict, identity: dict) -> dict:
     """Write the variant's identity (settings, rows, evaluation); a changed one discards its retriever and scores."""
-    identity = {**identity, "method": method, "evaluation": [args.split, args.max_queries, args.corpus_sample,
+    scoring = {"method": spec.get("method", "raw"), **({"rerank": spec["rerank"]} if "rerank" in spec else {})}
+    identity = {**identity, **scoring, "evaluation": [args.split, args.max_queries, args.corpus_sample,
                                                                args.seed, args.hybrid_weight]}
     record = folder / "variant.json"
     if record.is_file() and json.loads(record.read_text()) != identity:  # settings or rows changed: redo it
@@ -216,25 +240,26 @@ def record_identity(args: DevAblationArguments, folder: Path, method: str, ident
 
 
 def run_variant(args: DevAblationArguments, cfg: SelfBoostConfig, name: str, spec: dict, done: dict) -> dict:
-    folder, method = variant_folder(args, name), spec.get("method", "raw")
+    folder, method, scored = variant_folder(args, name), spec.get("method", "raw"), scored_method(spec)
     if "retriever_of" in spec:
         source = done[spec["retriever_of"]]
-        record_identity(args, folder, method, {"retriever_of": source["identity"]})
-        return {**source, "name": name, "method": method,
-                "scores": evaluate(args, cfg, source["retriever"], folder / "scores.json", method)}
+        record_identity(args, folder, spec, {"retriever_of": source["identity"]})
+        return {**source, "name": name, "method": method, "scored": scored,
+                "scores": evaluate(args, cfg, source["retriever"], folder / "scores.json", spec)}
     if not spec.get("train", True):
-        identity = record_identity(args, folder, method, {"base": cfg.base_retriever})
-        return {"name": name, "trained": False, "rows": 0, "method": method, "retriever": cfg.base_retriever,
-                "identity": identity, "scores": evaluate(args, cfg, cfg.base_retriever, folder / "scores.json", method)}
+        identity = record_identity(args, folder, spec, {"base": cfg.base_retriever})
+        return {"name": name, "trained": False, "rows": 0, "method": method, "scored": scored,
+                "retriever": cfg.base_retriever, "identity": identity,
+                "scores": evaluate(args, cfg, cfg.base_retriever, folder / "scores.json", spec)}
     folder.mkdir(parents=True, exist_ok=True)
     rows = variant_rows(args, cfg, spec, folder)
-    identity = record_identity(args, folder, method, {
+    identity = record_identity(args, folder, spec, {
         "spec": spec, "train_retriever": cfg.train_retriever, "base_retriever": cfg.base_retriever,
         "rows_sha256": file_sha256(rows), "seed": cfg.seed})
     train_variant(cfg, name, spec, rows, folder)
     return {"name": name, "trained": True, "rows": sum(1 for _ in iter_jsonl(rows)), "method": method,
-            "retriever": str(folder / "retriever"), "identity": identity,
-            "scores": evaluate(args, cfg, str(folder / "retriever"), folder / "scores.json", method)}
+            "scored": scored, "retriever": str(folder / "retriever"), "identity": identity,
+            "scores": evaluate(args, cfg, str(folder / "retriever"), folder / "scores.json", spec)}
 
 
 def train_variant(cfg: SelfBoostConfig, name: str, spec: dict, rows: Path, folder: Path) -> None:
@@ -247,13 +272,19 @@ def train_variant(cfg: SelfBoostConfig, name: str, spec: dict, rows: Path, folde
     run_module("finetune.retriever.train", ["--config", str(folder / "train_retriever.yaml")], cfg.nproc_per_node)
 
 
-def scored_method(method: str) -> str:
+def first_stage(method: str) -> str:
     """The evaluate CLI's method behind a row's (label_free is the hybrid at the chosen weight)."""
     return "hybrid" if method == "label_free" else method
 
 
+def scored_method(spec: dict) -> str:
+    """The evaluate CLI's run a row reads: its first stage, or that run reranked at the row's weight."""
+    method, rerank = first_stage(spec.get("method", "raw")), spec.get("rerank")
+    return f"{method}+rerank@{rerank['weight']:g}" if rerank else method
+
+
 def per_query(result: dict) -> dict[str, float]:
-    return result["scores"]["per_query_ndcg@10"][scored_method(result["method"])]
+    return result["scores"]["per_query_ndcg@10"][result["scored"]]
 
 
 def summarise(args: DevAblationArguments, results: list[dict]) -> list[dict]:
@@ -263,8 +294,9 @@ def summarise(args: DevAblationArguments, results: list[dict]) -> list[dict]:
     first_trained = next((r for r in results if r["trained"]), None)
     table = []
     for i, r in enumerate(results):
-        row = {"name": r["name"], "rows": r["rows"], "method": r["method"],
-               "ndcg@10": r["scores"]["methods"][scored_method(r["method"])]["ndcg@10"],
+        scored_as = r["method"] + r["scored"][len(first_stage(r["method"])):]  # e.g. label_free+rerank@0.3
+        row = {"name": r["name"], "rows": r["rows"], "method": scored_as,
+               "ndcg@10": r["scores"]["methods"][r["scored"]]["ndcg@10"],
                "hybrid_ndcg@10": r["scores"]["methods"]["hybrid"]["ndcg@10"]}
         reference = results[i - 1] if args.purpose == "report" and i else \
             (first_trained if args.purpose == "choose" else None)

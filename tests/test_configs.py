@@ -194,3 +194,10 @@ def test_ablation_configs_parse(tmp_path):
     bad.write_text("run_config: x.yaml\noutput_dir: out\nvariants:\n  a: {retriever_of: b}\n  b: {}\n")
     with pytest.raises(UserError, match="earlier variant"):
         parse_args(DevAblationArguments, ["--config", str(bad)])
+    for rerank, message in (({"top_k": 20, "weight": 0.3}, "reranks a hybrid first stage"),
+                            ({"top_k": 0, "weight": 0.3, "method": "hybrid"}, "number of documents"),
+                            ({"top_k": 20, "weight": 1.5, "method": "hybrid"}, "in \\[0, 1\\]")):
+        method = rerank.pop("method", "raw")
+        with pytest.raises(UserError, match=message):
+            DevAblationArguments(run_config="x", output_dir="y",
+                                 variants={"v": {"method": method, "rerank": rerank}}).validate()

@@ -117,6 +117,30 @@ def test_query_likelihood_reranker_scores_the_query_as_the_generators_reply(tiny
         "kind": "query_likelihood", "weights": [0.3, 1.0], "max_length": 192}
 
 
+
+def test_query_likelihood_dtype_auto_is_bf16_only_where_native_and_keeps_the_order():
+    from inference.errors import UserError
+    from inference.generators.base import native_bf16
+    from inference.reranker import load_reranker
+
+    claim = "Yeast makes bread dough rise by producing carbon dioxide."
+    passages = ["Bread baking. Yeast ferments the sugars in dough, producing carbon dioxide that makes bread rise.",
+                "Sourdough. Wild yeast and lactic bacteria leaven the dough over many hours.",
+                "Chess openings. The Sicilian Defence begins with the moves e4 c5."]
+    scores = {}
+    for dtype in ("auto", "fp32", "bf16"):
+        reranker = load_reranker("HuggingFaceTB/SmolLM2-135M-Instruct", "query_likelihood", dtype=dtype, batch_size=3,
+                                 show_progress=False)
+        assert reranker.describe()["dtype"] == ("bf16" if dtype == "auto" and native_bf16() else dtype)
+        scores[dtype] = reranker.score(claim, passages)
+    # bf16 moves a mean log-probability by hundredths of a nat, not the ranking
+    np.testing.assert_allclose(scores["bf16"], scores["fp32"], atol=0.15)
+    assert list(np.argsort(scores["bf16"])) == list(np.argsort(scores["fp32"]))
+    with pytest.raises(UserError, match="rerank_dtype"):
+        load_reranker("HuggingFaceTB/SmolLM2-135M-Instruct", "query_likelihood", dtype="int4")
+    with pytest.raises(UserError, match="only the query_likelihood reranker"):
+        load_reranker("sentence-transformers/all-MiniLM-L6-v2", "cross-encoder", dtype="bf16")
+
 def test_rows_from_qrels_hold_out_by_query_and_evaluate_on_them(tiny_beir, tmp_path):
     from data_generation.rows_from_qrels import main as rows_main
     from evaluation.evaluate import main as evaluate_main

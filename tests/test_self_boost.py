@@ -263,7 +263,8 @@ def test_dev_ablation_retrains_per_variant_on_the_rounds_rows_and_scores_on_trai
 def test_ablation_report_pairs_each_row_with_the_row_above_on_the_full_test_split(run, tmp_path):
     """``purpose: report`` (make demo-full's table): every judged test query on the full corpus; a row that reuses
     a trained retriever is not trained again and is scored by its own method (hybrid; label_free at the round's
-    chosen weight); each row is paired with the row above, its figures are those of its own scores file."""
+    chosen weight; reranked by query likelihood on top of that); each row is paired with the row above, its figures
+    are those of its own scores file."""
     from evaluation.stats import compare
 
     ablation = {"run_config": str(run["config"]), "output_dir": str(tmp_path / "ablation"), "purpose": "report",
@@ -271,22 +272,32 @@ def test_ablation_report_pairs_each_row_with_the_row_above_on_the_full_test_spli
                 "variants": {"base": {"train": False},
                              "trained": {"round_trip": 3, "train_retriever": {"knowledge_distillation": False}},
                              "+ hybrid": {"retriever_of": "trained", "method": "hybrid"},
-                             "label-free": {"retriever_of": "trained", "method": "label_free"}}}
+                             "label-free": {"retriever_of": "trained", "method": "label_free"},
+                             "+ QL": {"retriever_of": "trained", "method": "label_free",
+                                      "rerank": {"top_k": 2, "weight": 0.3}}}}
     (tmp_path / "ablation.yaml").write_text(yaml.safe_dump(ablation, sort_keys=False))
     proc = run_module("scripts.dev_ablation", "--config", str(tmp_path / "ablation.yaml"), timeout=900)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert proc.stdout.count("-m finetune.retriever.train") == 1          # the reusing rows trained nothing
     variants = tmp_path / "ablation" / "variants"
     scores = {name: json.loads((variants / folder / "scores.json").read_text()) for name, folder in
-              (("base", "base"), ("trained", "trained"), ("+ hybrid", "hybrid"), ("label-free", "label-free"))}
+              (("base", "base"), ("trained", "trained"), ("+ hybrid", "hybrid"), ("label-free", "label-free"),
+               ("+ QL", "QL"))}
     assert all(s["run"]["split"] == "test" and s["run"]["documents"] == 30 and s["run"]["query_subset"] is None
                and s["run"]["corpus_sample"] is None for s in scores.values())
     assert len({s["run"]["queries_evaluated"] for s in scores.values()}) == 1
     assert scores["+ hybrid"]["run"]["retriever"] == scores["trained"]["run"]["retriever"]
     weight = json.loads((run["run_dir"] / "report.json").read_text())["label_free_choice"]["weight"]
     assert scores["label-free"]["run"]["arguments"]["fusion_weight"] == weight
+    ql = scores["+ QL"]  # the label-free first stage, its top 2 reranked by the base generator's likelihood
+    assert ql["run"]["arguments"]["fusion_weight"] == weight and set(ql["methods"]) == {"hybrid", "hybrid+rerank@0.3"}
+    assert ql["per_query_ndcg@10"]["hybrid"] == scores["label-free"]["per_query_ndcg@10"]["hybrid"]
+    assert {k: ql["run"]["reranker"][k] for k in ("kind", "top_k", "weights")} == {
+        "kind": "query_likelihood", "top_k": 2, "weights": [0.3]}
     table = json.loads((tmp_path / "ablation" / "results.json").read_text())["variants"]
-    methods = {"base": "raw", "trained": "raw", "+ hybrid": "hybrid", "label-free": "hybrid"}
+    assert table[-1]["method"] == "label_free+rerank@0.3"
+    methods = {"base": "raw", "trained": "raw", "+ hybrid": "hybrid", "label-free": "hybrid",
+               "+ QL": "hybrid+rerank@0.3"}
     for above, row in zip(table, table[1:]):
         mine, theirs = (scores[r["name"]]["per_query_ndcg@10"][methods[r["name"]]] for r in (row, above))
         assert row["ndcg@10"] == scores[row["name"]]["methods"][methods[row["name"]]]["ndcg@10"]

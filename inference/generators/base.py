@@ -15,6 +15,21 @@ INSTRUCTION_STOP = "###"
 DEFAULT_REPETITION_PENALTY = 1.1
 
 
+def native_bf16() -> bool:
+    """Whether this machine computes bf16 natively: a CUDA device, or a CPU with AVX512-BF16 / AMX (Linux flags).
+    There bf16 scoring is several times faster than fp32 (4.5x for SmolLM2 on 2 Zen cores); elsewhere it is
+    emulated and slower."""
+    import torch
+
+    if torch.cuda.is_available():
+        return True
+    try:
+        flags = open("/proc/cpuinfo").read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 @dataclass
 class GenerationStats:
     """Counts for a stage's closing summary (tokens/s)."""

@@ -136,12 +136,18 @@ class HFGenerator(Generator):
             # Right padding: every sequence keeps positions 0.. as in training, whatever the model's position code.
             ids = torch.tensor([s + [pad] * (width - len(s)) for s in seqs], device=self.device)
             mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs], device=self.device)
+            # The LM head only where a continuation token is predicted: the vocabulary projection at every
+            # position would be a fifth of a small model's work and a batch x width x vocab tensor.
+            keep = sorted({p for i in idx for p in range(len(pairs[i][0]) - 1, sum(map(len, pairs[i])) - 1)})
+            column = {p: c for c, p in enumerate(keep)}
             with torch.inference_mode():
-                logits = self.model(input_ids=ids, attention_mask=mask).logits
+                logits = self.model(input_ids=ids, attention_mask=mask,
+                                    logits_to_keep=torch.tensor(keep, dtype=torch.long, device=self.device)).logits
             for row, i in enumerate(idx):
                 start_pos, n = len(pairs[i][0]), len(pairs[i][1])
                 if n:
-                    logp = torch.log_softmax(logits[row, start_pos - 1:start_pos - 1 + n].float(), dim=-1)
+                    cols = [column[p] for p in range(start_pos - 1, start_pos - 1 + n)]
+                    logp = torch.log_softmax(logits[row, cols].float(), dim=-1)
                     scores[i] = float(logp.gather(-1, ids[row, start_pos:start_pos + n, None]).mean())
             bar.update(len(idx))
         bar.close()
