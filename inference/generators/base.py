@@ -17,8 +17,8 @@ DEFAULT_REPETITION_PENALTY = 1.1
 
 def native_bf16() -> bool:
     """Whether this machine computes bf16 natively: a CUDA device, or a CPU with AVX512-BF16 / AMX (Linux flags).
-    There bf16 scoring is several times faster than fp32 (4.5x for SmolLM2 on 2 Zen cores); elsewhere it is
-    emulated and slower."""
+    There bf16 scoring is several times faster than fp32 (2.7x for SmolLM2 on 2 Zen cores,
+    benchmarks/query_likelihood.py); elsewhere it is emulated and slower."""
     import torch
 
     if torch.cuda.is_available():
