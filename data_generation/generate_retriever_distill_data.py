@@ -39,7 +39,7 @@ from evaluation.data import load_dataset
 from evaluation.search import bm25_index_cached, encode_corpus_cached, resolve_embedding_cache
 from inference.embedder import document_text
 from inference.errors import UserError, run_cli
-from inference.hybrid import HybridCandidates, fuse_scores
+from inference.hybrid import DEFAULT_HYBRID_DEPTH, HybridCandidates, fuse_scores
 from inference.manifest import input_record
 from inference.prompts import listwise_rank_prompt, query_likelihood_prompt
 
@@ -72,7 +72,7 @@ class DistillDataArguments(RetrieverArguments, StageArguments):
         "help": "listwise: stop, writing nothing, when more rankings than this share fell back to the mining order"})
     dataset_path: str = field(default="", metadata={"help": "hybrid: the corpus stage D mined (checked by hash)"})
     hybrid_weight: float = field(default=0.4, metadata={"help": "hybrid: BM25's share in the min-max fusion"})
-    hybrid_depth: int = field(default=1000, metadata={"help": "hybrid: depth of each list in the candidate pool"})
+    hybrid_depth: int = field(default=DEFAULT_HYBRID_DEPTH, metadata={"help": "hybrid: depth of each list in the candidate pool"})
     embedding_cache: str | None = field(default=None, metadata={
         "help": "hybrid: folder, 'auto' (user cache) or none (default)"})
 

@@ -17,7 +17,7 @@ from typing import Sequence
 
 from inference.config import parse_args
 from inference.errors import UserError, run_cli
-from inference.hybrid import DEFAULT_FUSION, DEFAULT_HYBRID_WEIGHT, FUSIONS, HybridCandidates
+from inference.hybrid import DEFAULT_FUSION, DEFAULT_HYBRID_DEPTH, DEFAULT_HYBRID_WEIGHT, FUSIONS, HybridCandidates
 from inference.io import atomic_write_json, atomic_write_text
 from inference.manifest import package_versions
 from inference.search import exact_search, results_to_run
@@ -87,7 +87,7 @@ class EvaluateArguments:
     fusion: str = field(default=DEFAULT_FUSION, metadata={"help": "hybrid fusion: minmax | rrf"})
     fusion_weight: float = field(default=DEFAULT_HYBRID_WEIGHT, metadata={
         "help": "hybrid: BM25's share (0 = dense ranking, 1 = BM25 ranking)"})
-    hybrid_depth: int = field(default=1000, metadata={"help": "hybrid: candidates taken from each retriever"})
+    hybrid_depth: int = field(default=DEFAULT_HYBRID_DEPTH, metadata={"help": "hybrid: candidates taken from each retriever"})
     bm25_k1: float = 1.2
     bm25_b: float = 0.75
     seed: int = 0

@@ -128,7 +128,7 @@ def choose_hybrid_weight(query_emb: np.ndarray, doc_emb: np.ndarray, bm25, pseud
                         field="round_trip_depth")
     kept = PseudoQueries([q for q, k in zip(pseudo.ids, keep) if k], [t for t, k in zip(pseudo.texts, keep) if k],
                          [d for d, k in zip(pseudo.doc_ids, keep) if k])
-    candidates = HybridCandidates.gather(query_emb[keep], doc_emb, bm25, kept.texts, depth=100)
+    candidates = HybridCandidates.gather(query_emb[keep], doc_emb, bm25, kept.texts)
     choice = choose_weight(weight_curve(candidates, kept, doc_ids, weights, fusion), fusion)
     choice.pseudo_queries_total = len(pseudo.ids)
     choice.round_trip_depth = round_trip_depth
@@ -166,7 +166,7 @@ def judged_curve(embedder, doc_emb: np.ndarray, bm25, dataset: str, split: str, 
     qids = ds.evaluated_query_ids()
     texts = [ds.queries[q] for q in qids]
     evaluator = RetrievalEvaluator(dict(zip(qids, texts)), ds.corpus, {q: ds.qrels[q] for q in qids})
-    candidates = HybridCandidates.gather(embedder.encode_queries(texts), doc_emb, bm25, texts, depth=1000)
+    candidates = HybridCandidates.gather(embedder.encode_queries(texts), doc_emb, bm25, texts)
     out = {}
     for w in weights:
         scores, ids = candidates.fuse(w, fusion, top_k=1000)

@@ -142,11 +142,11 @@ class Reinforced_IR_Model:  # noqa: N801 - the reference's public name
         doc_emb = corpus_embeddings if corpus_embeddings is not None else self.encode_corpus(docs)
         query_emb = self.encode_queries(queries, **encode_kwargs)
         if bm25_weight > 0:
-            from .hybrid import HybridCandidates
+            from .hybrid import HybridCandidates, pool_depth
             from .sparse import BM25Index
 
             bm25 = bm25_index or BM25Index.build(docs)
-            candidates = HybridCandidates.gather(query_emb, doc_emb, bm25, list(queries), depth=max(100, 10 * top_k))
+            candidates = HybridCandidates.gather(query_emb, doc_emb, bm25, list(queries), depth=pool_depth(top_k))
             scores, idx = candidates.fuse(bm25_weight, fusion, top_k)
         else:
             scores, idx = exact_search(query_emb, doc_emb, top_k)

@@ -64,10 +64,10 @@ class CorpusIndex:
                ) -> list[list[tuple[str, float]]]:
         """Top-k ``(doc id, score)``; hybrid when the index has BM25 and the query texts are given."""
         if self.bm25 is not None and queries is not None:
-            from .hybrid import HybridCandidates
+            from .hybrid import HybridCandidates, pool_depth
 
             candidates = HybridCandidates.gather(query_emb, self.embeddings, self.bm25, list(queries),
-                                                 depth=max(100, 10 * k))
+                                                 depth=pool_depth(k))
             scores, idx = candidates.fuse(self.bm25_weight, self.fusion, top_k=k)
         else:
             scores, idx = self.index.search(np.ascontiguousarray(query_emb, dtype=np.float32),

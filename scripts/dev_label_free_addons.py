@@ -70,20 +70,20 @@ def score_variants(args: LabelFreeAddonsArguments) -> dict[str, dict[str, float]
     evaluator = RetrievalEvaluator(dict(zip(qids, texts)), None, ds.qrels)
     score = lambda run: evaluator.score_run(results_to_run(*run, qids, ds.doc_ids)).per_query  # noqa: E731
     bm25 = bm25_index_cached(ds.corpus, cache)
-    hybrid = HybridCandidates.gather(query_emb, doc_emb, bm25, texts, depth=100)
+    hybrid = HybridCandidates.gather(query_emb, doc_emb, bm25, texts)
     rows = {"dense": score(exact_search(query_emb, doc_emb, 100)),
             "BM25 (k1 1.2, b 0.75)": score(bm25.search(texts, 100)), REFERENCE: score(hybrid.fuse(0.5, top_k=100))}
     for setting in args.bm25_settings:
         k1, b = (float(x) for x in setting.split(":"))
         other = bm25_index_cached(ds.corpus, cache, BM25Config(k1=k1, b=b))
-        candidates = HybridCandidates.gather(query_emb, doc_emb, other, texts, depth=100)
+        candidates = HybridCandidates.gather(query_emb, doc_emb, other, texts)
         rows[f"hybrid 0.5 / 0.5 (k1 {k1:g}, b {b:g})"] = score(candidates.fuse(0.5, top_k=100))
     _, hybrid_top = hybrid.fuse(0.5, top_k=max(args.prf_depths))
     _, dense_top = exact_search(query_emb, doc_emb, max(args.prf_depths))
     for k in args.prf_depths:
         for beta in args.prf_betas:
             moved = rocchio(query_emb, doc_emb, hybrid_top[:, :k], beta)
-            candidates = HybridCandidates.gather(moved, doc_emb, bm25, texts, depth=100)
+            candidates = HybridCandidates.gather(moved, doc_emb, bm25, texts)
             rows[f"hybrid 0.5 / 0.5, dense query + PRF from the hybrid top {k} (β {beta:g})"] = score(
                 candidates.fuse(0.5, top_k=100))
             rows[f"dense + PRF from the dense top {k} (β {beta:g})"] = score(

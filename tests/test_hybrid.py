@@ -147,7 +147,7 @@ def test_evaluate_hybrid_endpoints_are_raw_and_bm25_and_label_free_cli(tiny_beir
         reports[w] = json.loads(out.read_text())
     assert reports["0"]["per_query_ndcg@10"]["hybrid"] == reports["0"]["per_query_ndcg@10"]["raw"]
     assert reports["1"]["per_query_ndcg@10"]["hybrid"] == reports["1"]["per_query_ndcg@10"]["bm25"]
-    assert reports["1"]["run"]["hybrid"] == {"fusion": "minmax", "weight": 1.0, "depth": 1000}
+    assert reports["1"]["run"]["hybrid"] == {"fusion": "minmax", "weight": 1.0, "depth": 100}
     pseudo = tmp_path / "pseudo.jsonl"
     pseudo.write_text("".join(json.dumps({"id": f"p{i}", "query": q, "doc_id": d}) + "\n" for i, (q, d) in enumerate(
         [("sunlight glucose chloroplasts", "d1"), ("magma lava eruption", "d2"), ("pancreas hormone", "d3"),
@@ -162,3 +162,32 @@ def test_evaluate_hybrid_endpoints_are_raw_and_bm25_and_label_free_cli(tiny_beir
     assert result["judged"]["split"] == "test" and "| test qrels |" in proc.stdout
     bad = run_module("evaluation.evaluate", "--dataset", str(tiny_beir), "--method", "hybrid", "--fusion", "max")
     assert bad.returncode == 2 and "fusion" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_every_hybrid_pools_the_same_depth(minilm):
+    """Min-max fusion depends on the pool, so evaluation, the label-free choice, the hybrid teacher and
+    ``Reinforced_IR_Model.search`` must pool alike, or the figure measured is not the system a user runs."""
+    from data_generation.generate_retriever_distill_data import DistillDataArguments
+    import dataclasses
+
+    from evaluation.evaluate import EvaluateArguments
+    from inference import Reinforced_IR_Model
+    from inference.hybrid import DEFAULT_HYBRID_DEPTH, pool_depth
+
+    defaults = [f.default for cls in (EvaluateArguments, DistillDataArguments) for f in dataclasses.fields(cls)
+                if f.name == "hybrid_depth"]
+    assert defaults == [DEFAULT_HYBRID_DEPTH] * 2
+    assert pool_depth(10) == DEFAULT_HYBRID_DEPTH and pool_depth(DEFAULT_HYBRID_DEPTH + 7) == DEFAULT_HYBRID_DEPTH + 7
+    rng = np.random.default_rng(0)   # more documents than the pool, all sharing words, so the depth matters
+    vocab = [f"w{i}" for i in range(40)]
+    corpus = [" ".join(rng.choice(vocab, size=12)) for _ in range(3 * DEFAULT_HYBRID_DEPTH)]
+    doc_emb = rng.normal(size=(len(corpus), 384)).astype(np.float32)
+    queries = [" ".join(rng.choice(vocab, size=4)) for _ in range(5)]
+    model = Reinforced_IR_Model("sentence-transformers/all-MiniLM-L6-v2", retriever=minilm)
+    searched = model.search(queries, corpus, top_k=20, corpus_embeddings=doc_emb, bm25_weight=0.5)
+    pooled = HybridCandidates.gather(model.encode_queries(queries), doc_emb, BM25Index.build(corpus), queries)
+    _, ids = pooled.fuse(0.5, top_k=20)
+    assert [[i for i, _ in row] for row in searched] == ids.tolist()
+    _, deeper = HybridCandidates.gather(model.encode_queries(queries), doc_emb, BM25Index.build(corpus), queries,
+                                        depth=3 * DEFAULT_HYBRID_DEPTH).fuse(0.5, top_k=20)
+    assert deeper.tolist() != ids.tolist()   # the check above could fail: another depth ranks otherwise
