@@ -240,7 +240,7 @@ def record_identity(args: DevAblationArguments, folder: Path, spec: dict, identi
 
 
 def run_variant(args: DevAblationArguments, cfg: SelfBoostConfig, name: str, spec: dict, done: dict) -> dict:
-    folder, method, scored = variant_folder(args, name), spec.get("method", "raw"), scored_method(spec)
+    folder, method, scored = variant_folder(args, name), row_label(spec), scored_method(spec)
     if "retriever_of" in spec:
         source = done[spec["retriever_of"]]
         record_identity(args, folder, spec, {"retriever_of": source["identity"]})
@@ -277,10 +277,15 @@ def first_stage(method: str) -> str:
     return "hybrid" if method == "label_free" else method
 
 
+def row_label(spec: dict) -> str:
+    """The row's method as the table shows it: the variant's own method, reranked at its weight if it is."""
+    method, rerank = spec.get("method", "raw"), spec.get("rerank")
+    return f"{method}+rerank@{rerank['weight']:g}" if rerank else method
+
+
 def scored_method(spec: dict) -> str:
     """The evaluate CLI's run a row reads: its first stage, or that run reranked at the row's weight."""
-    method, rerank = first_stage(spec.get("method", "raw")), spec.get("rerank")
-    return f"{method}+rerank@{rerank['weight']:g}" if rerank else method
+    return row_label({**spec, "method": first_stage(spec.get("method", "raw"))})
 
 
 def per_query(result: dict) -> dict[str, float]:
@@ -294,8 +299,7 @@ def summarise(args: DevAblationArguments, results: list[dict]) -> list[dict]:
     first_trained = next((r for r in results if r["trained"]), None)
     table = []
     for i, r in enumerate(results):
-        scored_as = r["method"] + r["scored"][len(first_stage(r["method"])):]  # e.g. label_free+rerank@0.3
-        row = {"name": r["name"], "rows": r["rows"], "method": scored_as,
+        row = {"name": r["name"], "rows": r["rows"], "method": r["method"],
                "ndcg@10": r["scores"]["methods"][r["scored"]]["ndcg@10"],
                "hybrid_ndcg@10": r["scores"]["methods"]["hybrid"]["ndcg@10"]}
         reference = results[i - 1] if args.purpose == "report" and i else \
@@ -319,7 +323,7 @@ def _stats(row: dict, label: str, interval: bool) -> str:
 
 
 def describe_queries(args: DevAblationArguments) -> str:
-    queries = "every judged" if args.max_queries is None else f"{args.max_queries} seeded"
+    queries = "all judged" if args.max_queries is None else f"{args.max_queries} seeded"
     docs = "the full corpus" if args.corpus_sample is None else \
         f"their judged documents plus {args.corpus_sample} seeded others"
     return f"{queries} {args.split} queries (seed {args.seed}) against {docs}"
