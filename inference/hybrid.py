@@ -14,9 +14,9 @@ invented "missing" score. Fusions, with ``weight`` the share of BM25:
 The pool depth (``DEFAULT_HYBRID_DEPTH`` per side) shapes min-max fusion, so every hybrid here uses the same one:
 evaluation, the label-free weight choice, the hybrid teacher, ``Reinforced_IR_Model`` and the RAG retriever
 (``pool_depth``: deeper only when a caller asks for more results than that). 100 was chosen on SciFact train
-qrels (README "Choosing settings"): level with 1,000 on the first stage over all 809 train queries (0.5 / 0.5:
-0.7355 vs 0.7335; 0.4: 0.7348 vs 0.7361) and ahead after query-likelihood reranking of 120 of them (0.7847 vs
-0.7835 at each depth's best weight); the label-free and rerank weights were chosen at it.
+qrels (README "One pool depth" under "BM25, hybrid"): level with 1,000 on the first stage over all 809 train
+queries (0.5 / 0.5: 0.7355 vs 0.7335; 0.4: 0.7348 vs 0.7361) and ahead after query-likelihood reranking of 120 of
+them (0.7847 vs 0.7835 at each depth's best weight); the label-free and rerank weights were chosen at it.
 """
 from __future__ import annotations
 
