@@ -22,7 +22,8 @@ from typing import Sequence
 import numpy as np
 
 from evaluation.data import load_dataset
-from evaluation.search import encode_corpus_cached, resolve_embedding_cache
+from evaluation.search import encode_corpus_cached
+from inference.config import EmbeddingCacheArguments
 from inference.embedder import document_text
 from inference.errors import UserError, run_cli
 from inference.manifest import input_record
@@ -40,7 +41,7 @@ NEG_TYPES = ("95neg", "hard", "random")
 
 
 @dataclass
-class RetrieverDataArguments(RetrieverArguments, StageArguments):
+class RetrieverDataArguments(RetrieverArguments, StageArguments, EmbeddingCacheArguments):
     """Stage D: answers + mined hard negatives for retriever training."""
     queries_path: str = field(default="", metadata={"help": "queries.jsonl from generate_queries"})
     dataset_path: str = field(default="", metadata={"help": "the corpus the queries were generated from"})
@@ -54,8 +55,6 @@ class RetrieverDataArguments(RetrieverArguments, StageArguments):
         "help": "round-trip filtering (Promptagator): keep a pseudo-query only if the retriever ranks its source "
                 "document in its top filter_num"})
     filter_num: int = field(default=20, metadata={"help": "the round trip's depth k (ranks 0 .. k-1)"})
-    embedding_cache: str | None = field(default=None, metadata={
-        "help": "folder, 'auto' (user cache) or none (default)"})
     max_new_tokens: int = 128
     temperature: float = 0.0
 
@@ -130,7 +129,7 @@ def run(args: RetrieverDataArguments) -> dict:
     generator = build_generator(args)
     retriever = build_retriever(args)
     stage.models = {"generator": generator.describe(), "retriever": retriever.identity}
-    doc_emb = encode_corpus_cached(retriever, texts, resolve_embedding_cache(args.embedding_cache))
+    doc_emb = encode_corpus_cached(retriever, texts, args.embedding_cache_dir)
     depth = min(args.mining_depth, len(doc_ids))
 
     def process(chunk: list[dict], index: int) -> ChunkResult:

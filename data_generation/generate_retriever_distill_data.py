@@ -36,7 +36,8 @@ from typing import Sequence
 import numpy as np
 
 from evaluation.data import load_dataset
-from evaluation.search import bm25_index_cached, encode_corpus_cached, resolve_embedding_cache
+from evaluation.search import bm25_index_cached, encode_corpus_cached
+from inference.config import EmbeddingCacheArguments
 from inference.embedder import document_text
 from inference.errors import UserError, run_cli
 from inference.hybrid import DEFAULT_HYBRID_DEPTH, HybridCandidates, fuse_scores
@@ -57,7 +58,7 @@ TEACHER_SCORINGS = ("listwise", "query_likelihood", "hybrid")
 
 
 @dataclass
-class DistillDataArguments(RetrieverArguments, StageArguments):
+class DistillDataArguments(RetrieverArguments, StageArguments, EmbeddingCacheArguments):
     """Stage E (RLGF): the generator's ranking of mined candidates (or a label-free hybrid's) → teacher scores."""
     retriever_data_path: str = field(default="", metadata={"help": "train.jsonl from generate_retriever_data"})
     max_candidates: int = 16
@@ -73,8 +74,6 @@ class DistillDataArguments(RetrieverArguments, StageArguments):
     dataset_path: str = field(default="", metadata={"help": "hybrid: the corpus stage D mined (checked by hash)"})
     hybrid_weight: float = field(default=0.4, metadata={"help": "hybrid: BM25's share in the min-max fusion"})
     hybrid_depth: int = field(default=DEFAULT_HYBRID_DEPTH, metadata={"help": "hybrid: depth of each list in the candidate pool"})
-    embedding_cache: str | None = field(default=None, metadata={
-        "help": "hybrid: folder, 'auto' (user cache) or none (default)"})
 
     def validate(self) -> None:
         super().validate()
@@ -193,7 +192,7 @@ class HybridTeacher:
         self.args, self.doc_ids = args, ds.doc_ids
         self.position = {d: i for i, d in enumerate(ds.doc_ids)}
         texts = [document_text(ds.corpus[d]) for d in ds.doc_ids]
-        cache = resolve_embedding_cache(args.embedding_cache)
+        cache = args.embedding_cache_dir
         self.embedder = build_retriever(args)
         self.doc_emb = encode_corpus_cached(self.embedder, texts, cache)
         self.bm25 = bm25_index_cached(texts, cache)

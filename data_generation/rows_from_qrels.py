@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Sequence
 
 from evaluation.data import load_dataset
-from evaluation.search import encode_corpus_cached, resolve_embedding_cache
-from inference.config import asdict_public, parse_args
+from evaluation.search import encode_corpus_cached
+from inference.config import EmbeddingCacheArguments, asdict_public, parse_args
 from inference.embedder import document_text
 from inference.errors import UserError, run_cli
 from inference.io import atomic_write_text
@@ -31,7 +31,7 @@ from .retriever_args import RetrieverArguments, build_retriever
 
 
 @dataclass
-class RowsFromQrelsArguments(RetrieverArguments):
+class RowsFromQrelsArguments(RetrieverArguments, EmbeddingCacheArguments):
     """Training rows from a labelled split: judged positives, negatives from the retriever's ranks [lo, hi)."""
     dataset_path: str = field(default="", metadata={"help": "BEIR / AIR-Bench folder with qrels for --split"})
     split: str = "train"
@@ -39,7 +39,6 @@ class RowsFromQrelsArguments(RetrieverArguments):
     negative_ranks: list[int] = field(default_factory=lambda: [10, 60], metadata={"help": "lo hi (0-based)"})
     num_negatives: int = 7
     holdout_fraction: float = field(default=0.0, metadata={"help": "queries held out for evaluation (by query)"})
-    embedding_cache: str | None = field(default="auto", metadata={"help": "folder, 'auto' (user cache) or none"})
     seed: int = 42
 
     def validate(self) -> None:
@@ -62,7 +61,7 @@ def build_rows(args: RowsFromQrelsArguments) -> dict:
     doc_ids = ds.doc_ids
     texts = [document_text(ds.corpus[d]) for d in doc_ids]
     retriever = build_retriever(args)
-    doc_emb = encode_corpus_cached(retriever, texts, resolve_embedding_cache(args.embedding_cache))
+    doc_emb = encode_corpus_cached(retriever, texts, args.embedding_cache_dir)
     lo, hi = args.negative_ranks
     q_emb = retriever.encode_queries([ds.queries[q] for q in train_ids])
     _, ranked = exact_search(q_emb, doc_emb, min(hi, len(doc_ids)))

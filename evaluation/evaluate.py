@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from inference.config import parse_args
+from inference.config import EmbeddingCacheArguments, parse_args
 from inference.errors import UserError, run_cli
 from inference.hybrid import DEFAULT_FUSION, DEFAULT_HYBRID_DEPTH, DEFAULT_HYBRID_WEIGHT, FUSIONS, HybridCandidates
 from inference.io import atomic_write_json, atomic_write_text
@@ -26,7 +26,7 @@ from inference.sparse import BM25Config
 from .baselines import GENERATIVE_METHODS, METHODS, GenerationSettings, encode_queries
 from .data import RetrievalDataset, load_dataset
 from .evaluator import RetrievalEvaluator, RetrievalResult, evaluation_query_ids
-from .search import bm25_index_cached, encode_corpus_cached, resolve_embedding_cache
+from .search import bm25_index_cached, encode_corpus_cached
 from .stats import PairedComparison, compare
 
 # Methods that use BM25: ``bm25`` alone, ``hybrid`` = BM25 fused with the raw dense query (inference.hybrid).
@@ -37,7 +37,7 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
-class EvaluateArguments:
+class EvaluateArguments(EmbeddingCacheArguments):
     """Evaluate a retriever, optionally with generated query augmentation, with pytrec_eval."""
     dataset: str = field(metadata={"help": "dataset folder (BEIR or AIR-Bench layout)"})
     retriever: str = field(default="sentence-transformers/all-MiniLM-L6-v2",
@@ -91,8 +91,6 @@ class EvaluateArguments:
     bm25_k1: float = 1.2
     bm25_b: float = 0.75
     seed: int = 0
-    embedding_cache: str | None = field(default="auto", metadata={
-        "help": "folder, 'auto' (user cache) or none; also holds the BM25 index"})
     generation_cache: str | None = field(default=None, metadata={"help": "openai backend response cache folder"})
     generator_dtype: str = field(default="auto", metadata={"help": "hf / vllm: auto (fp32 on CPU) | fp32 | bf16 | fp16"})
     max_model_len: int | None = field(default=None, metadata={"help": "vllm backend: context length"})
@@ -146,7 +144,7 @@ class Searchers:
 
     def __init__(self, args: EvaluateArguments, ds: RetrievalDataset):
         self.args, self.ds = args, ds
-        self.cache = resolve_embedding_cache(args.embedding_cache)
+        self.cache = args.embedding_cache_dir
         self.timings: dict[str, float] = {}
 
     @functools.cached_property

@@ -21,6 +21,7 @@ from typing import Sequence
 
 import numpy as np
 
+from inference.config import EmbeddingCacheArguments
 from inference.errors import UserError
 from inference.hybrid import DEFAULT_FUSION, HybridCandidates
 from inference.io import iter_jsonl, require_str
@@ -137,7 +138,7 @@ def choose_hybrid_weight(query_emb: np.ndarray, doc_emb: np.ndarray, bm25, pseud
 
 
 @dataclass
-class LabelFreeArguments:
+class LabelFreeArguments(EmbeddingCacheArguments):
     """Choose the hybrid weight on pseudo-queries (no labels); optionally print the same curve on judged
     queries to check the choice (they never make it)."""
     dataset: str = field(default="", metadata={"help": "BEIR / AIR-Bench folder"})
@@ -147,7 +148,6 @@ class LabelFreeArguments:
     round_trip_depth: int = ROUND_TRIP_DEPTH
     fusion: str = DEFAULT_FUSION
     judge_split: str | None = field(default=None, metadata={"help": "also score every weight on this split's qrels"})
-    embedding_cache: str | None = "auto"
     output: str | None = None
 
     def validate(self) -> None:
@@ -178,9 +178,9 @@ def run_label_free(args: LabelFreeArguments) -> dict:
     from inference import Embedder
 
     from .data import load_dataset
-    from .search import bm25_index_cached, encode_corpus_cached, resolve_embedding_cache
+    from .search import bm25_index_cached, encode_corpus_cached
 
-    cache = resolve_embedding_cache(args.embedding_cache)
+    cache = args.embedding_cache_dir
     ds = load_dataset(args.dataset, split=None)
     pseudo = PseudoQueries.load(args.pseudo_queries, set(ds.corpus))
     embedder = Embedder(args.retriever, show_progress=False)

@@ -20,22 +20,10 @@ import numpy as np
 from inference.embedder import Embedder, document_text
 from inference.errors import UserError
 from inference.io import atomic_save_npy, atomic_write_json, text_sha256
-from inference.resolver import cache_root
 from inference.search import exact_search, results_to_run
 from inference.sparse import BM25Config, BM25Index
 
 logger = logging.getLogger(__name__)
-
-
-def default_embedding_cache() -> Path:
-    return cache_root() / "embeddings"
-
-
-def resolve_embedding_cache(value: str | None) -> Path | None:
-    """The ``--embedding_cache`` option: 'auto' → the user cache, 'none' or empty → no cache, else a folder."""
-    if not value or value.lower() == "none":
-        return None
-    return default_embedding_cache() if value == "auto" else Path(value)
 
 
 def check_free_space(directory: Path, needed_bytes: int, margin: float = 1.2) -> None:

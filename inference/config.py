@@ -4,7 +4,8 @@ Every CLI declares one ``@dataclass`` of arguments (Tevatron style) and calls
 :func:`parse_args`. Unlike argparse's ``type=bool`` (reference bug 13), booleans accept only
 true/false/yes/no/1/0 (a bare ``--flag`` means true), and a YAML key or flag that is not a field is an error naming the file and
 key: a typo is never ignored silently. Each option has one name; a field's ``aliases`` metadata accepts other
-spellings users know (the reference's, or an earlier release's) as flags and YAML keys.
+spellings users know (the reference's, or an earlier release's) as flags and YAML keys. An option that several
+CLIs share is declared once, as a small dataclass they inherit (:class:`EmbeddingCacheArguments`).
 """
 from __future__ import annotations
 
@@ -189,3 +190,22 @@ def asdict_public(obj: Any) -> dict:
             continue
         out[f.name] = getattr(obj, f.name)
     return out
+
+
+@dataclasses.dataclass
+class EmbeddingCacheArguments:
+    """The one ``--embedding_cache`` option of every CLI that encodes a corpus: one declaration, one default.
+    Inherit it; ``kw_only`` lets classes whose own fields have no default inherit it too."""
+    embedding_cache: str | None = dataclasses.field(default="auto", kw_only=True, metadata={
+        "help": "corpus vectors and BM25 indexes, keyed by content (model weights, corpus texts): a folder, 'auto' "
+                "(RIR_CACHE_DIR or ~/.cache/reinforced-ir, /embeddings) or none"})
+
+    @property
+    def embedding_cache_dir(self) -> Path | None:
+        """The option resolved: 'auto' → the user cache, 'none' or empty → no cache, else the folder."""
+        from .resolver import cache_root
+
+        value = self.embedding_cache
+        if not value or value.lower() == "none":
+            return None
+        return cache_root() / "embeddings" if value == "auto" else Path(value)

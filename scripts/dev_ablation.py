@@ -146,7 +146,7 @@ def teacher_rows(args: DevAblationArguments, cfg: SelfBoostConfig, teacher: str)
                "generator_backend": cfg.generator_backend, "generator": str(r / "generator" / "merged_model"),
                "retriever_data_path": str(r / "synthetic" / "retriever_data" / "train.jsonl"),
                "retriever": cfg.base_retriever, "dataset_path": cfg.dataset_path,  # the hybrid teacher's
-               **({"embedding_cache": cfg.embedding_cache} if cfg.embedding_cache else {}),
+               "embedding_cache": cfg.embedding_cache or "none",
                "output_dir": str(out), "max_fallback_share": 1.0}  # listwise fallbacks are reported, not refused
     config = out.with_suffix(".yaml")
     atomic_write_text(config, yaml.safe_dump(options, sort_keys=False))
@@ -204,7 +204,7 @@ def evaluate(args: DevAblationArguments, cfg: SelfBoostConfig, retriever: str, o
                 "--methods", first_stage(method) if rerank else methods,
                 "--fusion_weight", str(weight), "--seed", str(args.seed), "--output", str(output),
                 # a sampled corpus is this dev set's alone; full-corpus vectors are worth keeping
-                "--embedding_cache", "none" if sampled else (cfg.embedding_cache or "auto")]
+                "--embedding_cache", "none" if sampled else (cfg.embedding_cache or "none")]
         if args.max_queries is not None:
             argv += ["--max_queries", str(args.max_queries)]
         if sampled:

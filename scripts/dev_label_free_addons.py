@@ -19,9 +19,9 @@ import numpy as np
 
 from evaluation.data import load_dataset
 from evaluation.evaluator import RetrievalEvaluator
-from evaluation.search import bm25_index_cached, encode_corpus_cached, resolve_embedding_cache
+from evaluation.search import bm25_index_cached, encode_corpus_cached
 from evaluation.stats import compare
-from inference.config import parse_args
+from inference.config import EmbeddingCacheArguments, parse_args
 from inference.embedder import Embedder
 from inference.errors import UserError, run_cli
 from inference.hybrid import HybridCandidates
@@ -34,13 +34,12 @@ REFERENCE = "hybrid 0.5 / 0.5 (k1 1.2, b 0.75)"
 
 
 @dataclass
-class LabelFreeAddonsArguments:
+class LabelFreeAddonsArguments(EmbeddingCacheArguments):
     """Score BM25 settings and embedding PRF beside the default hybrid on train qrels."""
     dataset: str = field(default="", metadata={"help": "BEIR folder"})
     output_dir: str = field(default="", metadata={"help": "results.json / results.md go here"})
     split: str = field(default="train", metadata={"help": "qrels split (never test)"})
     retriever: str = "sentence-transformers/all-MiniLM-L6-v2"
-    embedding_cache: str | None = "auto"
     bm25_settings: list[str] = field(default_factory=lambda: ["0.9:0.4", "1.5:0.75", "1.2:0.9", "2.0:0.75"],
                                      metadata={"help": "k1:b pairs, comma-separated"})
     prf_depths: list[int] = field(default_factory=lambda: [3, 5, 10])
@@ -64,7 +63,7 @@ def score_variants(args: LabelFreeAddonsArguments) -> dict[str, dict[str, float]
     ds = load_dataset(args.dataset, args.split)
     qids = ds.evaluated_query_ids()
     texts = [ds.queries[q] for q in qids]
-    cache = resolve_embedding_cache(args.embedding_cache)
+    cache = args.embedding_cache_dir
     embedder = Embedder(args.retriever)
     doc_emb, query_emb = encode_corpus_cached(embedder, ds.corpus, cache), embedder.encode_queries(texts)
     evaluator = RetrievalEvaluator(dict(zip(qids, texts)), None, ds.qrels)

@@ -27,9 +27,9 @@ from evaluation.data import load_dataset
 from evaluation.evaluate import EvaluateArguments, format_table, run_evaluation
 from evaluation.label_free import PseudoQueries, choose_hybrid_weight
 from evaluation.evaluator import RetrievalEvaluator
-from evaluation.search import bm25_index_cached, encode_corpus_cached, resolve_embedding_cache
+from evaluation.search import bm25_index_cached, encode_corpus_cached
 from evaluation.stats import PairedComparison, compare
-from inference.config import parse_args
+from inference.config import EmbeddingCacheArguments, parse_args
 from inference.errors import UserError, run_cli
 from inference.io import atomic_write_json, iter_jsonl
 from inference.manifest import is_complete, write_manifest
@@ -38,7 +38,7 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
-class RoundEvaluationArguments:
+class RoundEvaluationArguments(EmbeddingCacheArguments):
     """Evaluate a round: test qrels (full split + a paired subset) and held-out pseudo-queries."""
     dataset_path: str = ""
     output_dir: str = ""
@@ -66,7 +66,6 @@ class RoundEvaluationArguments:
         "help": "label-free weight choice: score only pseudo-queries whose source the dense top-k holds (0 = all)"})
     baselines: bool = True
     ablations: bool = False
-    embedding_cache: str | None = None
 
     def validate(self) -> None:
         for name in ("dataset_path", "output_dir", "round_retriever", "round_generator"):
@@ -85,7 +84,7 @@ class RoundEvaluation:
     def __init__(self, args: RoundEvaluationArguments):
         self.args = args
         self.out = Path(args.output_dir)
-        self.cache = resolve_embedding_cache(args.embedding_cache) if args.embedding_cache else None
+        self.cache = args.embedding_cache_dir
         self.common = dict(dataset=args.dataset_path, split=args.split, task=args.task,
                            embedding_cache=str(self.cache) if self.cache else "none",
                            max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed,

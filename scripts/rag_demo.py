@@ -14,14 +14,14 @@ from typing import Sequence
 
 from evaluation.data import load_dataset
 from evaluation.download import ensure_beir_dataset
-from evaluation.search import encode_corpus_cached, resolve_embedding_cache
-from inference.config import parse_args
+from evaluation.search import encode_corpus_cached
+from inference.config import EmbeddingCacheArguments, parse_args
 from inference.errors import run_cli
 from inference.io import atomic_write_json
 
 
 @dataclass
-class RagDemoArguments:
+class RagDemoArguments(EmbeddingCacheArguments):
     """Retrieve, then answer citing [n]."""
     question: str = field(default="Does ALDH1 expression predict poor prognosis in breast cancer?")
     dataset: str | None = field(default=None, metadata={"help": "corpus folder (default: SciFact)"})
@@ -32,7 +32,6 @@ class RagDemoArguments:
     augment: bool = field(default=False, metadata={"help": "fuse the query with the generator's answer"})
     max_docs: int | None = None
     max_new_tokens: int = 96
-    embedding_cache: str | None = "auto"
     output: str | None = field(default=None, metadata={"help": "write question, documents and answer as JSON"})
 
 
@@ -46,7 +45,7 @@ def main(argv: Sequence[str]) -> int:
     generator = load_generator(args.generator, backend="hf", show_progress=False)
     # the same loaded generator answers and (with --augment) writes the query augmentation
     model = Reinforced_IR_Model(args.retriever, generator=generator if args.augment else None)
-    cache = resolve_embedding_cache(args.embedding_cache)
+    cache = args.embedding_cache_dir
     index = CorpusIndex.from_embeddings(encode_corpus_cached(model.retriever, corpus, cache), corpus)
     retriever = ReinforcedIRRetriever(model=model, index=index, k=args.k, task=args.task)
     documents = retriever.invoke(args.question)

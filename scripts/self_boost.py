@@ -30,7 +30,7 @@ from typing import Sequence
 
 import yaml
 
-from inference.config import parse_args
+from inference.config import EmbeddingCacheArguments, parse_args
 from inference.errors import UserError, run_cli
 from inference.io import atomic_write_json, atomic_write_text
 from inference.manifest import changed_inputs, read_manifest
@@ -41,7 +41,7 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
-class SelfBoostConfig:
+class SelfBoostConfig(EmbeddingCacheArguments):
     """Run Reinforced-IR self-boost rounds."""
     name: str = "run"
     dataset_path: str = ""
@@ -61,7 +61,6 @@ class SelfBoostConfig:
     seed: int = 42
     early_stopping: bool = True
     min_improvement: float = 0.0
-    embedding_cache: str | None = None
     overwrite: bool = field(default=False, metadata={
         "help": "redo finished steps whose parameters or inputs changed (their output folders are deleted)"})
     emit_commands: bool = field(default=False, metadata={
@@ -115,7 +114,7 @@ def step_values(cfg: SelfBoostConfig, k: int, dirs: dict[str, Path]) -> dict[str
     new_generator = str(dirs["train_generator"] / "merged_model")
     queries = str(dirs["queries"] / "queries.jsonl")
     gen_common = {"task": cfg.task, "seed": cfg.seed, "generator_backend": cfg.generator_backend}
-    cache = {"embedding_cache": cfg.embedding_cache} if cfg.embedding_cache else {}
+    cache = {"embedding_cache": cfg.embedding_cache or "none"}  # every encoding step shares the driver's cache
     retriever_rows = (dirs["distill"] / "train_distill.jsonl" if distilling(cfg)
                       else dirs["retriever_data"] / "train.jsonl")
     return {

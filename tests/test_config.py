@@ -72,3 +72,41 @@ def test_the_cli_options_for_normalisation_have_one_name():
     required = [f"--{n}=x" for n in ("dataset_path", "output_dir", "round_retriever", "round_generator")]
     round_args = parse_args(RoundEvaluationArguments, [*required, "--base_normalize", "no"])
     assert round_args.base_normalize_embeddings is False
+
+
+CORPUS_ENCODING_CLIS = ("evaluation.evaluate", "evaluation.label_free", "data_generation.generate_retriever_data",
+                        "data_generation.generate_retriever_distill_data", "data_generation.rows_from_qrels",
+                        "scripts.evaluate_round", "scripts.self_boost", "scripts.rag_demo",
+                        "scripts.dev_label_free_addons")
+
+
+def test_every_cli_that_encodes_a_corpus_shares_one_cache_option_with_one_default(tmp_path, monkeypatch):
+    """Issue 13: ``embedding_cache`` was declared nine times with two defaults (stage D and E cached nothing unless
+    told; evaluate cached in the user cache). Now one inherited declaration: 'auto' everywhere."""
+    import dataclasses
+    import importlib
+
+    from inference.config import EmbeddingCacheArguments
+
+    monkeypatch.setenv("RIR_CACHE_DIR", str(tmp_path))
+    declaring = []
+    for name in CORPUS_ENCODING_CLIS:
+        module = importlib.import_module(name)
+        for cls in vars(module).values():
+            if not (isinstance(cls, type) and dataclasses.is_dataclass(cls) and cls.__module__ == name):
+                continue
+            if "embedding_cache" in {f.name for f in dataclasses.fields(cls)}:
+                declaring.append(cls)
+                assert issubclass(cls, EmbeddingCacheArguments), f"{name}.{cls.__name__} declares its own option"
+                assert "embedding_cache" not in cls.__dict__.get("__annotations__", {}), cls
+    assert len(declaring) == len(CORPUS_ENCODING_CLIS)  # one argument class per CLI, none missed
+
+    from evaluation.evaluate import EvaluateArguments
+    from data_generation.generate_retriever_data import RetrieverDataArguments
+
+    stage_d = ["--queries_path", "q", "--dataset_path", "d", "--output_dir", "o"]
+    assert parse_args(RetrieverDataArguments, stage_d).embedding_cache_dir == tmp_path / "embeddings"
+    assert parse_args(EvaluateArguments, ["--dataset", "d"]).embedding_cache_dir == tmp_path / "embeddings"
+    assert parse_args(EvaluateArguments, ["--dataset", "d", "--embedding_cache", "none"]).embedding_cache_dir is None
+    folder = parse_args(RetrieverDataArguments, [*stage_d, "--embedding_cache", str(tmp_path / "x")])
+    assert folder.embedding_cache_dir == tmp_path / "x"
