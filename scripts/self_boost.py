@@ -114,7 +114,7 @@ def step_values(cfg: SelfBoostConfig, k: int, dirs: dict[str, Path]) -> dict[str
     new_generator = str(dirs["train_generator"] / "merged_model")
     queries = str(dirs["queries"] / "queries.jsonl")
     gen_common = {"task": cfg.task, "seed": cfg.seed, "generator_backend": cfg.generator_backend}
-    cache = {"embedding_cache": cfg.embedding_cache or "none"}  # every encoding step shares the driver's cache
+    cache = {"embedding_cache": cfg.embedding_cache or "none"}  # the steps that encode the corpus share one cache
     retriever_rows = (dirs["distill"] / "train_distill.jsonl" if distilling(cfg)
                       else dirs["retriever_data"] / "train.jsonl")
     return {
