@@ -32,9 +32,10 @@ from inference.manifest import MANIFEST, manifest_changes, read_manifest, write_
 logger = logging.getLogger(__name__)
 
 DROPPED_FILE = "dropped.jsonl"  # beside each stage's output: the items that produced no row, with the reason
-# Parameters that may change between a run and its resumption without changing its rows.
-RESUMABLE_PARAMETERS = {"overwrite", "generation_cache", "api_key_file", "request_timeout", "max_attempts",
-                        "max_fallback_share"}
+# Parameters that may change between a run and its resumption without changing its rows (caches are keyed by
+# content, so moving one never changes what a step computes).
+RESUMABLE_PARAMETERS = {"overwrite", "generation_cache", "embedding_cache", "api_key_file", "request_timeout",
+                        "max_attempts", "max_fallback_share"}
 
 
 @dataclass

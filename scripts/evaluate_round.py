@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+from data_generation.stage import RESUMABLE_PARAMETERS
 from evaluation.data import load_dataset
 from evaluation.evaluate import EvaluateArguments, format_table, run_evaluation
 from evaluation.label_free import PseudoQueries, choose_hybrid_weight
@@ -233,14 +234,19 @@ def evaluate_round(args: RoundEvaluationArguments) -> dict:
     results["subset_definition"] = {"split": args.split, "max_queries": args.max_queries, "seed": args.seed}
     results["wall_seconds"] = round(time.perf_counter() - started, 1)
     atomic_write_json(ev.out / "results.json", results)
-    write_manifest(ev.out, "evaluate_round", "complete", parameters=dict(vars(args)), inputs=ev.input_records(),
+    write_manifest(ev.out, "evaluate_round", "complete", parameters=round_parameters(args), inputs=ev.input_records(),
                    wall_seconds=results["wall_seconds"])
     return results
 
 
+def round_parameters(args: RoundEvaluationArguments) -> dict:
+    """What the results depend on: every option but those a stage may change on resumption (the cache folder)."""
+    return {k: v for k, v in vars(args).items() if k not in RESUMABLE_PARAMETERS}
+
+
 def main(argv: Sequence[str]) -> int:
     args = parse_args(RoundEvaluationArguments, argv, prog="python -m scripts.evaluate_round")
-    if is_complete(args.output_dir, parameters=dict(vars(args))):
+    if is_complete(args.output_dir, parameters=round_parameters(args)):
         logger.info("round evaluation already complete in %s", args.output_dir)
         results = json.loads((Path(args.output_dir) / "results.json").read_text())
     else:

@@ -110,3 +110,40 @@ def test_every_cli_that_encodes_a_corpus_shares_one_cache_option_with_one_defaul
     assert parse_args(EvaluateArguments, ["--dataset", "d", "--embedding_cache", "none"]).embedding_cache_dir is None
     folder = parse_args(RetrieverDataArguments, [*stage_d, "--embedding_cache", str(tmp_path / "x")])
     assert folder.embedding_cache_dir == tmp_path / "x"
+
+
+def test_moving_the_embedding_cache_does_not_make_a_finished_step_stale(tmp_path):
+    """Caches are keyed by content, so a step finished with one cache folder is complete with another: for the
+    stage itself (no refusal), for the driver's step check and for round evaluation. A real change still counts."""
+    import yaml
+
+    from data_generation.generate_retriever_data import RetrieverDataArguments
+    from data_generation.stage import StageRun
+    from inference.manifest import write_manifest
+    from scripts.evaluate_round import RoundEvaluationArguments, round_parameters
+    from scripts.self_boost import step_state
+
+    out = tmp_path / "stage_d"
+
+    def stage_args(*extra):
+        return parse_args(RetrieverDataArguments, ["--queries_path", "q", "--dataset_path", "d", "--output_dir",
+                                                   str(out), *extra])
+
+    def stage_run(*extra):
+        return StageRun("generate_retriever_data", stage_args(*extra), "train.jsonl", {})
+
+    first = stage_run("--embedding_cache", str(tmp_path / "c1"))
+    write_manifest(out, "generate_retriever_data", "complete", parameters=first.parameters, inputs={})
+    assert stage_run("--embedding_cache", str(tmp_path / "c2")).previous_status == "complete"
+    with pytest.raises(UserError, match="num_negatives"):
+        stage_run("--num_negatives", "4")
+
+    config = tmp_path / "retriever_data.yaml"
+    config.write_text(yaml.safe_dump({**first.parameters, "embedding_cache": str(tmp_path / "c2")}))
+    assert step_state(out, config) == ("complete", [])
+    config.write_text(yaml.safe_dump({**first.parameters, "num_negatives": 4}))
+    assert step_state(out, config) == ("changed", ["num_negatives"])
+
+    required = [f"--{n}=x" for n in ("dataset_path", "output_dir", "round_retriever", "round_generator")]
+    assert round_parameters(parse_args(RoundEvaluationArguments, [*required, "--embedding_cache", "a"])) == \
+        round_parameters(parse_args(RoundEvaluationArguments, [*required, "--embedding_cache", "b"]))
