@@ -27,15 +27,11 @@ from inference.errors import UserError
 from inference.generators import Generator, load_generator
 from inference.generators.base import DEFAULT_REPETITION_PENALTY
 from inference.io import atomic_write_json, atomic_write_text, file_sha256, iter_jsonl
-from inference.manifest import MANIFEST, manifest_changes, read_manifest, write_manifest
+from inference.manifest import MANIFEST, manifest_changes, read_manifest, run_parameters, write_manifest
 
 logger = logging.getLogger(__name__)
 
 DROPPED_FILE = "dropped.jsonl"  # beside each stage's output: the items that produced no row, with the reason
-# Parameters that may change between a run and its resumption without changing its rows (caches are keyed by
-# content, so moving one never changes what a step computes).
-RESUMABLE_PARAMETERS = {"overwrite", "generation_cache", "embedding_cache", "api_key_file", "request_timeout",
-                        "max_attempts", "max_fallback_share"}
 
 
 @dataclass
@@ -153,7 +149,7 @@ class StageRun:
         self.output = self.dir / output_name
         self.chunks_dir = self.dir / "chunks"
         self.inputs = inputs
-        self.parameters = {k: v for k, v in asdict_public(args).items() if k not in RESUMABLE_PARAMETERS}
+        self.parameters = run_parameters(asdict_public(args))
         self.started = time.perf_counter()
         self.models: dict = {}
         self.extra: dict = {}

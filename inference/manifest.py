@@ -22,6 +22,17 @@ VERSIONED_PACKAGES = ("torch", "transformers", "faiss-cpu", "numpy", "pytrec-eva
                       "openai", "vllm", "llamafactory", "peft")
 
 
+# Options that may change between a run and its resumption without changing what it computes (caches are keyed by
+# content; the others say how to fetch or whether to redo): not recorded, never compared.
+RESUMABLE_PARAMETERS = frozenset({"overwrite", "generation_cache", "embedding_cache", "api_key_file",
+                                  "request_timeout", "max_attempts", "max_fallback_share"})
+
+
+def run_parameters(options: dict) -> dict:
+    """A step's parameters for its manifest: its options but the resumable ones."""
+    return {k: v for k, v in options.items() if k not in RESUMABLE_PARAMETERS}
+
+
 def package_versions() -> dict:
     from importlib.metadata import PackageNotFoundError, version
 

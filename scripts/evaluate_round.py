@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from data_generation.stage import RESUMABLE_PARAMETERS
 from evaluation.data import load_dataset
 from evaluation.evaluate import EvaluateArguments, format_table, run_evaluation
 from evaluation.label_free import PseudoQueries, choose_hybrid_weight
@@ -33,7 +32,7 @@ from evaluation.stats import PairedComparison, compare
 from inference.config import EmbeddingCacheArguments, parse_args
 from inference.errors import UserError, run_cli
 from inference.io import atomic_write_json, iter_jsonl
-from inference.manifest import is_complete, write_manifest
+from inference.manifest import is_complete, run_parameters, write_manifest
 
 logger = logging.getLogger(__name__)
 
@@ -240,8 +239,8 @@ def evaluate_round(args: RoundEvaluationArguments) -> dict:
 
 
 def round_parameters(args: RoundEvaluationArguments) -> dict:
-    """What the results depend on: every option but those a stage may change on resumption (the cache folder)."""
-    return {k: v for k, v in vars(args).items() if k not in RESUMABLE_PARAMETERS}
+    """What the results depend on: every option but the resumable ones (the cache folder)."""
+    return run_parameters(dict(vars(args)))
 
 
 def main(argv: Sequence[str]) -> int:
