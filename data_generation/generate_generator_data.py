@@ -1,9 +1,13 @@
 """Stage B (RLRF): preference pairs for the generator, judged by the retriever.
 
-    python -m data_generation.generate_generator_data --config configs/cpu-demo/generate_generator_data.yaml
+    python -m data_generation.generate_generator_data --config CONFIG [--flag value ...]
+
+CONFIG: a YAML of the options below, e.g. ``runs/cpu-demo-scifact/round_1/configs/generator_data.yaml``, which
+``python -m scripts.self_boost --config configs/cpu-demo/scifact.yaml --emit_commands`` writes from the
+profile's ``generator_data`` block (the one place those settings live) and the round's models and paths.
 
 For each (pseudo-query q, source passage p) the generator samples ``dpo_num`` augmentations g_k with prompt P.
-The retriever scores them by how well the fused query finds p (pipeline.md §4):
+The retriever scores them by how well the fused query finds p (docs/design.md §4):
 
     r   = <E_q(q), E_p(p)>,    a_k = <E_p(PREFIX + g_k), E_p(p)>,    s_k = 0.8·r + 0.2·a_k
 
@@ -40,7 +44,7 @@ STAGE = "generate_generator_data"
 class GeneratorDataArguments(RetrieverArguments, StageArguments):
     """Stage B (RLRF): sample augmentations, score them with the retriever, keep chosen/rejected pairs."""
     queries_path: str = field(default="", metadata={"help": "queries.jsonl from generate_queries"})
-    dpo_num: int = field(default=5, metadata={"help": "augmentations sampled per query"})
+    dpo_num: int = field(default=5, metadata={"help": "augmentations sampled per query", "min": 2})  # a pair
     threshold: float = field(default=0.95, metadata={"help": "τ in the keep rule"})
     use_rule1: bool = field(default=True, metadata={"help": "also require s_max > r"})
     dataset_name: str = field(default="", metadata={"help": "LLaMA-Factory dataset name (default: task_rlrf)"})
@@ -81,7 +85,7 @@ def llamafactory_record(row: dict) -> dict:
 
 
 def write_llamafactory_data(rows: list[dict], directory: Path, dataset_name: str) -> None:
-    """Our own dataset_info.json with one entry per file (never an installed package's file, bug 11)."""
+    """Our own dataset_info.json with one entry per file (never an installed package's file, docs/design.md §10.11)."""
     atomic_write_json(directory / f"{dataset_name}.json", [llamafactory_record(r) for r in rows])
     atomic_write_json(directory / "dataset_info.json", {dataset_name: {
         "file_name": f"{dataset_name}.json", "ranking": True, "formatting": "sharegpt",

@@ -1,6 +1,10 @@
 """Stage A: pseudo-queries from a seeded sample of the unlabeled corpus.
 
-    python -m data_generation.generate_queries --config configs/cpu-demo/generate_queries.yaml [--flag value ...]
+    python -m data_generation.generate_queries --config CONFIG [--flag value ...]
+
+CONFIG: a YAML of the options below, e.g. ``runs/cpu-demo-scifact/round_1/configs/queries.yaml``, which
+``python -m scripts.self_boost --config configs/cpu-demo/scifact.yaml --emit_commands`` writes from the
+profile's ``queries`` block (the one place those settings live) and the round's models and paths.
 
 One generation per sampled document, in the task's style (task instruction, query type, mission, seeded
 length/style/stance draws, three few-shot examples), then optional LLM quality control with a strictly
@@ -21,7 +25,7 @@ from inference.embedder import document_text
 from inference.errors import UserError, run_cli
 from inference.io import atomic_write_text
 from inference.manifest import input_record
-from inference.prompts import get_task, quality_control_prompt, query_generation_prompt
+from inference.prompts import QUERY_PROMPT_STYLES, get_task, quality_control_prompt, query_generation_prompt
 
 from .stage import ChunkResult, StageArguments, StageRun, build_generator, stage_main
 from .text import (clean_generated_query, copies_document, is_repetitive, mentions_source, normalize_for_dedup,
@@ -41,7 +45,9 @@ class GenerateQueriesArguments(StageArguments):
     train_ratio: float | None = field(default=None, metadata={"help": "or a fraction of the corpus"})
     max_passage_tokens: int = field(default=512, metadata={"help": "passage budget in the prompt, in tokens"})
     use_examples: bool = True
-    prompt_style: str = field(default="full", metadata={"help": "full (reference structure) | simple (small models)"})
+    prompt_style: str = field(default="full", metadata={
+        "help": "full (reference structure) | simple (small models) | paraphrase (simple, rare terms in other "
+                "words: harder queries)"})
     quality_control: bool = True
     max_query_words: int = 64
     min_query_words: int = 2
@@ -58,8 +64,9 @@ class GenerateQueriesArguments(StageArguments):
             raise UserError("must be ≥ 1", field="train_num")
         if self.train_ratio is not None and not 0 < self.train_ratio <= 1:
             raise UserError("must be in (0, 1]", field="train_ratio")
-        if self.prompt_style not in ("full", "simple"):
-            raise UserError("must be full or simple", field="prompt_style")
+        if self.prompt_style not in QUERY_PROMPT_STYLES:
+            raise UserError(f"must be one of {', '.join(QUERY_PROMPT_STYLES)}, got {self.prompt_style!r}",
+                            field="prompt_style")
         if not 0 <= self.holdout_fraction < 1:
             raise UserError("must be in [0, 1)", field="holdout_fraction")
 

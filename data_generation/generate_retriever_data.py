@@ -1,16 +1,20 @@
 """Stage D: retriever training rows: a greedy answer per pseudo-query and hard negatives mined with faiss.
 
-    python -m data_generation.generate_retriever_data --config configs/cpu-demo/generate_retriever_data.yaml
+    python -m data_generation.generate_retriever_data --config CONFIG [--flag value ...]
 
-Mining (pipeline.md §6) searches the whole corpus with the query (and, separately, with the answer encoded as
+CONFIG: a YAML of the options below, e.g. ``runs/cpu-demo-scifact/round_1/configs/retriever_data.yaml``, which
+``python -m scripts.self_boost --config configs/cpu-demo/scifact.yaml --emit_commands`` writes from the
+profile's ``retriever_data`` block (the one place those settings live) and the round's models and paths.
+
+Mining (docs/design.md §6) searches the whole corpus with the query (and, separately, with the answer encoded as
 ``PREFIX + answer`` on the passage side), finds the source document's rank, and with ``neg_type=95neg`` (the
-reference default) takes the ``neg_window`` ranks starting at the first rank after the positive whose score is
-≤ 0.95 × the positive's; when the positive is not found, or no such rank exists, it samples from ranks
-[30, 200). Answer negatives use the answer's own scores (the reference compared against the query's, bug 4).
-Depths and windows are clamped to the corpus, and faiss −1 padding is never used as an id. With ``filter_data``
-a pseudo-query whose source document is not in the retriever's top ``filter_num`` is dropped (round-trip
-consistency, as in Promptagator); ``dropped.jsonl`` lists it with the reason ``failed_round_trip``. Rows:
-``{id, query, answer, pos, neg, neg_answer, doc_id, pos_ids, neg_ids, pos_rank}`` (:mod:`.rows`).
+reference default) takes the ``neg_window`` ranks starting at the first rank after the positive whose score is ≤
+0.95 × the positive's; when the positive is not found, or no such rank exists, it samples from ranks [30, 200).
+Answer negatives use the answer's own scores (the reference compared against the query's, docs/design.md §10.4).
+Depths and windows are clamped to the corpus, and faiss −1 padding is never used as an id. With ``filter_data`` a
+pseudo-query whose source document is not in the retriever's top ``filter_num`` is dropped (round-trip consistency,
+as in Promptagator); ``dropped.jsonl`` lists it with the reason ``failed_round_trip``. Rows: ``{id, query, answer,
+pos, neg, neg_answer, doc_id, pos_ids, neg_ids, pos_rank}`` (:mod:`.rows`).
 """
 from __future__ import annotations
 

@@ -1,17 +1,22 @@
 """Stage E (RLGF): the generator ranks each query's candidates; ranks become teacher scores.
 
-    python -m data_generation.generate_retriever_distill_data --config configs/cpu-demo/generate_retriever_distill_data.yaml
+    python -m data_generation.generate_retriever_distill_data --config CONFIG [--flag value ...]
 
-Candidates are ``pos + neg`` (≤ 16), each cut to ``passage_max_tokens`` tokens of the generator's tokenizer so
-the whole listwise prompt fits the context (the reference cut prompts at 5,120 characters and lost the
-instruction, bug 3). The reply is parsed robustly (:func:`parse_ranking`): bracketed ids first, else bare
-integers; out-of-range and repeated ids ignored; missing candidates appended in mining order. A reply with no
-valid id falls back to the mining order; partial and fallback parses are counted.
+CONFIG: a YAML of the options below, e.g. ``runs/cpu-demo-scifact/round_1/configs/distill.yaml``, which
+``python -m scripts.self_boost --config configs/cpu-demo/scifact.yaml --emit_commands`` writes from the
+profile's ``distill`` block (the one place those settings live) and the round's models and paths.
 
-Teacher scores: the candidate at LLM rank ρ (1-based) gets 1/ρ, so no two candidates tie (the reference gave
-the first negative the positive's score, bug 5). When more than ``max_fallback_share`` of the rankings fell back
-to the mining order the stage stops with a clear error instead of writing them (a small model's listwise replies
-rarely parse: SmolLM2-135M's fell back on 74 of 97); its chunks stay, so a rerun with a higher limit resumes.
+Candidates are ``pos + neg`` (≤ 16), each cut to ``passage_max_tokens`` tokens of the generator's tokenizer so the
+whole listwise prompt fits the context (the reference cut prompts at 5,120 characters and lost the instruction,
+docs/design.md §10.3). The reply is parsed robustly (:func:`parse_ranking`): bracketed ids first, else bare
+integers; out-of-range and repeated ids ignored; missing candidates appended in mining order. A reply with no valid
+id falls back to the mining order; partial and fallback parses are counted.
+
+Teacher scores: the candidate at LLM rank ρ (1-based) gets 1/ρ, so no two candidates tie (the reference gave the
+first negative the positive's score, docs/design.md §10.5). When more than ``max_fallback_share`` of the rankings
+fell back to the mining order the stage stops with a clear error instead of writing them (a small model's listwise
+replies rarely parse: SmolLM2-135M's fell back on 74 of 97); its chunks stay, so a rerun with a higher limit
+resumes.
 
 ``teacher_scoring: query_likelihood`` needs no parsing: each candidate's score is the generator's mean
 log-probability of the query given the passage (UPR, Sachan et al. 2022), one forward pass per pair; candidates
@@ -61,7 +66,7 @@ TEACHER_SCORINGS = ("listwise", "query_likelihood", "hybrid")
 class DistillDataArguments(RetrieverArguments, StageArguments, EmbeddingCacheArguments):
     """Stage E (RLGF): the generator's ranking of mined candidates (or a label-free hybrid's) → teacher scores."""
     retriever_data_path: str = field(default="", metadata={"help": "train.jsonl from generate_retriever_data"})
-    max_candidates: int = 16
+    max_candidates: int = field(default=16, metadata={"min": 2})  # a positive and at least one negative
     passage_max_tokens: int = 512
     relabel_positive_from_ranking: bool = False
     max_new_tokens: int = 128

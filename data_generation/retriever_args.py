@@ -28,7 +28,7 @@ def build_retriever(args: RetrieverArguments) -> Embedder:
 
 def encode_augmentations(embedder: Embedder, answers: list[str]):
     """E(PREFIX + answer) on the passage side: the one augmentation encoder used by every stage and at
-    inference (the reference used the query side in stage B only, bug 9)."""
+    inference (the reference used the query side in stage B only, docs/design.md §10.9)."""
     from inference.prompts import augmentation_prefix
 
     return embedder.encode([augmentation_prefix() + a for a in answers],

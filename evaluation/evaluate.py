@@ -67,7 +67,8 @@ class EvaluateArguments(EmbeddingCacheArguments):
     max_queries: int | None = field(default=None, metadata={"help": "seeded subset of the judged queries"})
     query_ids_file: str | None = field(default=None, metadata={
         "help": "evaluate only these query ids (one per line), e.g. rows_from_qrels' heldout_query_ids.txt"})
-    rerank: str | None = field(default=None, metadata={"help": "reranker for each method's top documents"})
+    reranker: str | None = field(default=None, metadata={"help": "reranker for each method's top documents",
+                                                        "aliases": ("rerank",)})
     rerank_type: str = field(default="auto", metadata={
         "help": "auto | cross-encoder | colbert | llm | query_likelihood (a generator: UPR, no training)"})
     rerank_top_k: int = 100
@@ -217,7 +218,7 @@ def load_run_reranker(args: EvaluateArguments, task_name: str):
         task = get_task(task_name)
     except UserError:
         task = None
-    return load_reranker(args.rerank, args.rerank_type, task=task, max_length=args.rerank_max_length,
+    return load_reranker(args.reranker, args.rerank_type, task=task, max_length=args.rerank_max_length,
                          batch_size=args.rerank_batch_size, dtype=args.rerank_dtype)
 
 
@@ -237,7 +238,7 @@ class EvaluationModels:
         # Resolve the prompt task before any model work, so a bad --task fails in a second, not minutes.
         generative = any(m in GENERATIVE_METHODS for m in args.method_list)
         task = get_task(args.task or ds.name) if generative else None
-        reranker = load_run_reranker(args, args.task or ds.name) if args.rerank else None
+        reranker = load_run_reranker(args, args.task or ds.name) if args.reranker else None
         settings = GenerationSettings(temperature=args.temperature, top_p=args.top_p,
                                       max_new_tokens=args.max_new_tokens, num_generations=args.num_generations,
                                       seed=args.seed)
@@ -285,7 +286,7 @@ class MethodScores:
 
 def score_methods(args: EvaluateArguments, evaluator: RetrievalEvaluator, models: EvaluationModels,
                   timings: dict[str, float]) -> MethodScores:
-    """Each method's first-stage run scored, then (with --rerank) its top documents reranked and scored."""
+    """Each method's first-stage run scored, then (with --reranker) its top documents reranked and scored."""
     scores = MethodScores()
     query_ids = evaluator.query_ids
     queries = [evaluator.queries[q] for q in query_ids]

@@ -120,13 +120,22 @@ def round_trip_mask(query_emb: np.ndarray, doc_emb: np.ndarray, pseudo: PseudoQu
 
 def choose_hybrid_weight(query_emb: np.ndarray, doc_emb: np.ndarray, bm25, pseudo: PseudoQueries,
                          doc_ids: list[str], weights: Sequence[float] = WEIGHT_GRID, fusion: str = DEFAULT_FUSION,
-                         round_trip_depth: int = ROUND_TRIP_DEPTH) -> WeightChoice:
-    """Round trip, one candidate retrieval for the kept pseudo-queries, every weight scored, argmax."""
-    keep = round_trip_mask(query_emb, doc_emb, pseudo, doc_ids, round_trip_depth) if round_trip_depth else \
+                         round_trip_depth: int = ROUND_TRIP_DEPTH,
+                         fallback_weight: float | None = None) -> WeightChoice:
+    """Round trip, one candidate retrieval for the kept pseudo-queries, every weight scored, argmax. Where no
+    pseudo-query is left to score, ``fallback_weight`` (the round's evaluation: the default hybrid) is the choice
+    and its rule says so; without one that is an error (the label-free CLI)."""
+    keep = np.zeros(0, dtype=bool) if not pseudo.ids else \
+        round_trip_mask(query_emb, doc_emb, pseudo, doc_ids, round_trip_depth) if round_trip_depth else \
         np.ones(len(pseudo.ids), dtype=bool)
     if not keep.any():
-        raise UserError(f"no pseudo-query passes the round trip (source in the dense top {round_trip_depth})",
-                        field="round_trip_depth")
+        problem = (f"no pseudo-query passes the round trip (source in the dense top {round_trip_depth})"
+                   if pseudo.ids else "no pseudo-query to choose with")
+        if fallback_weight is None:
+            raise UserError(problem, field="round_trip_depth")
+        return WeightChoice(weight=fallback_weight, fusion=fusion, pseudo_queries=0,
+                            pseudo_queries_total=len(pseudo.ids), round_trip_depth=round_trip_depth,
+                            rule=f"{problem}: the default weight {fallback_weight:g}")
     kept = PseudoQueries([q for q, k in zip(pseudo.ids, keep) if k], [t for t, k in zip(pseudo.texts, keep) if k],
                          [d for d, k in zip(pseudo.doc_ids, keep) if k])
     candidates = HybridCandidates.gather(query_emb[keep], doc_emb, bm25, kept.texts)

@@ -5,10 +5,28 @@ model / data / training dataclasses together."""
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 from inference.errors import UserError
+
+
+@dataclass
+class RunArguments:
+    auto_resume: bool = field(default=True, metadata={"help": "continue from the newest checkpoint in output_dir"})
+    skip_if_complete: bool = field(default=True, metadata={"help": "a finished run (manifest complete) is a no-op"})
+
+
+def parse_trainer_args(classes: tuple[type, type, type], argv: Sequence[str], prog: str) -> tuple:
+    """A trainer's ``(model, data, training, run)`` arguments from one option namespace (the model / data /
+    training ``classes`` plus :class:`RunArguments`); every trainer needs ``--train_data``."""
+    from inference.config import parse_args
+
+    model_args, data_args, train_args, run_args = parse_args((*classes, RunArguments), argv, prog=prog)
+    if not data_args.train_data:
+        raise UserError("required", field="train_data")
+    return model_args, data_args, train_args, run_args
 
 
 def data_files(paths: list[str]) -> list[Path]:

@@ -1,10 +1,12 @@
 """Typed dataclass arguments from a YAML config plus command-line flags (flags win).
 
 Every CLI declares one ``@dataclass`` of arguments (Tevatron style) and calls
-:func:`parse_args`. Unlike argparse's ``type=bool`` (reference bug 13), booleans accept only
+:func:`parse_args`. Unlike argparse's ``type=bool`` (docs/design.md §10.13), booleans accept only
 true/false/yes/no/1/0 (a bare ``--flag`` means true), and a YAML key or flag that is not a field is an error naming the file and
-key: a typo is never ignored silently. Each option has one name; a field's ``aliases`` metadata accepts other
-spellings users know (the reference's, or an earlier release's) as flags and YAML keys. An option that several
+key: a typo is never ignored silently. Each option has one name, the same in every CLI; other spellings users
+know (the reference's, the HF trainers', an earlier release's) are accepted as flags and YAML keys, each use noted
+on stderr: :data:`SHARED_ALIASES` for a concept's old names wherever its field is declared, a field's ``aliases``
+metadata for one CLI's. An option that several
 CLIs share is declared once, as a small dataclass they inherit (:class:`EmbeddingCacheArguments`).
 """
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import sys
 import types
 import typing
 from pathlib import Path
@@ -20,8 +23,16 @@ from typing import Any, Sequence, TypeVar
 import yaml
 
 from .errors import UserError
+from .option_checks import check_options
 
 T = TypeVar("T")
+
+# A concept's one name → its other spellings, accepted by every CLI that declares a field of that name.
+SHARED_ALIASES: dict[str, tuple[str, ...]] = {
+    "max_new_tokens": ("max_tokens",),                                  # the reference's Python API, OpenAI's
+    "query_instruction": ("query_instruction_for_retrieval",),          # the reference's / FlagEmbedding's
+    "passage_instruction": ("passage_instruction_for_retrieval",),
+}
 
 _TRUE = {"true", "yes", "1", "on"}
 _FALSE = {"false", "no", "0", "off"}
@@ -126,9 +137,40 @@ def _option_fields(classes: tuple[type, ...]) -> tuple[dict, dict, dict]:
     return fields, hints, owner
 
 
+def field_aliases(name: str, f: dataclasses.Field) -> tuple[str, ...]:
+    """The other spellings option ``name`` accepts: its concept's shared ones, then the field's own."""
+    return (*SHARED_ALIASES.get(name, ()), *f.metadata.get("aliases", ()))
+
+
+def option_aliases(classes: tuple[type, ...]) -> dict[str, str]:
+    """alias → option name, over every init field of ``classes``."""
+    fields, _, _ = _option_fields(classes)
+    return {alias: name for name, f in fields.items() for alias in field_aliases(name, f)}
+
+
+def note_alias(alias: str, name: str, where: str | None = None) -> None:
+    """The one line that says an alias was used (it still works; the option's name is ``name``)."""
+    print(f"note: --{alias} is an alias of --{name}" + (f" ({where})" if where else ""), file=sys.stderr)
+
+
+def canonical_options(values: dict, aliases: dict[str, str], where: str) -> dict:
+    """``values`` with alias keys renamed to their option's name (each noted); a key given under both is an error."""
+    out: dict = {}
+    for key, value in values.items():
+        name = aliases.get(key, key)
+        if name in out:
+            raise UserError("given twice (under its name and an alias)", field=f"{where}.{name}")
+        if name != key:
+            note_alias(key, name, where)
+        out[name] = value
+    return out
+
+
 def _read_config(config_path: str, fields: dict, hints: dict, aliases: dict) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for key, value in load_yaml_config(config_path).items():
+        if key in aliases:
+            note_alias(key, aliases[key], f"in {config_path}")
         key = aliases.get(key, key)
         if key in values:
             raise UserError("given twice (under its name and an alias)", file=config_path, field=str(key))
@@ -146,8 +188,8 @@ def parse_args(cls: type[T] | tuple[type, ...], argv: Sequence[str], *, prog: st
     (a trainer's model / data / training arguments), one namespace of options fills each and a tuple returns."""
     classes = cls if isinstance(cls, tuple) else (cls,)
     fields, hints, owner = _option_fields(classes)
-    # one name per option; ``aliases`` in a field's metadata keeps older or the reference's names working
-    aliases = {alias: name for name, f in fields.items() for alias in f.metadata.get("aliases", ())}
+    # one name per option; its aliases (shared by concept, or the field's own) keep other known names working
+    aliases = option_aliases(classes)
 
     parser = argparse.ArgumentParser(prog=prog, description=description or (classes[0].__doc__ or "").strip())
     parser.add_argument("--config", help="YAML file of option: value (flags given here override it)")
@@ -157,19 +199,29 @@ def parse_args(cls: type[T] | tuple[type, ...], argv: Sequence[str], *, prog: st
         base, _ = _unwrap_optional(hints[name])
         # a bare boolean flag (``--emit_commands``) means true; an explicit value is still checked strictly
         extra = {"nargs": "?", "const": "true"} if base is bool else {}
-        flags = [f"--{name}", *(f"--{alias}" for alias in f.metadata.get("aliases", ()))]
-        parser.add_argument(*flags, dest=name, default=argparse.SUPPRESS,
+        parser.add_argument(f"--{name}", dest=name, default=argparse.SUPPRESS,
                             help=f"{help_text} (default: {default!r})".replace("%", "%%"), **extra)
+        for alias in field_aliases(name, f):  # its own dest: a use is noted, and one given with its name refused
+            parser.add_argument(f"--{alias}", dest=f"alias:{alias}", default=argparse.SUPPRESS, metavar=name.upper(),
+                                help=f"alias of --{name}", **extra)
     namespace, unknown = parser.parse_known_args(list(argv))
     if unknown:
         flag = next((u for u in unknown if u.startswith("-")), unknown[0])
         raise UserError(f"unknown option {flag!r} (see --help)")
+    for alias, name in aliases.items():
+        if hasattr(namespace, f"alias:{alias}"):
+            if hasattr(namespace, name):
+                raise UserError(f"given twice (as --{name} and its alias --{alias})", field=name)
+            note_alias(alias, name)
+            setattr(namespace, name, getattr(namespace, f"alias:{alias}"))
 
     config_path = getattr(namespace, "config", None)
     values = _read_config(config_path, fields, hints, aliases) if config_path else {}
     for name in fields:
         if hasattr(namespace, name):
             values[name] = coerce(getattr(namespace, name), hints[name], where="on the command line", field=name)
+    # every given path and number checked against its option's meaning before any work (inference.option_checks)
+    check_options(classes, values, config_file=config_path, from_flags=[n for n in values if hasattr(namespace, n)])
     missing = [n for n, f in fields.items() if n not in values
                and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
     if missing:

@@ -7,10 +7,16 @@ its traceback.
 """
 from __future__ import annotations
 
+import contextvars
 import logging
 import os
 import sys
 from typing import Callable, Sequence
+
+
+# True while run_cli runs a CLI for real: only then must the input paths its options name exist already
+# (inference.option_checks). Elsewhere (a driver or test parsing step configs) they may be made by earlier steps.
+FOR_A_RUN: contextvars.ContextVar[bool] = contextvars.ContextVar("for_a_run", default=False)
 
 
 class UserError(Exception):
@@ -62,6 +68,7 @@ def run_cli(main: Callable[[Sequence[str]], int | None], argv: Sequence[str] | N
     if debug:
         argv.remove("--debug")
     setup_logging(debug)
+    running = FOR_A_RUN.set(True)
     try:
         code = main(argv)
     except (UserError, GeneratorError) as exc:
@@ -72,4 +79,6 @@ def run_cli(main: Callable[[Sequence[str]], int | None], argv: Sequence[str] | N
     except KeyboardInterrupt:
         print("interrupted: finished work is kept; rerun the same command to continue", file=sys.stderr)
         sys.exit(130)
+    finally:
+        FOR_A_RUN.reset(running)
     sys.exit(code or 0)

@@ -1,4 +1,4 @@
-"""Query-augmentation fusion (pipeline.md §4, §9): one definition used by RLRF scoring and inference.
+"""Query-augmentation fusion (docs/design.md §4, §9): one definition used by RLRF scoring and inference.
 
     fused(q, g) = (1 − w) · E_q(q) + w · E_aug(PREFIX + g),   w = 0.2 by default
 
@@ -11,7 +11,7 @@ import numpy as np
 
 DEFAULT_AUGMENTATION_WEIGHT = 0.2
 # The reference encodes the augmentation as a passage (no query instruction) at inference and in stage D,
-# but as a query in stage B (bug 9). We use one side everywhere; "passage" is the default.
+# but as a query in stage B (docs/design.md §10.9). We use one side everywhere; "passage" is the default.
 AUGMENTATION_ENCODERS = ("passage", "query")
 
 

@@ -1,7 +1,7 @@
 """``Reinforced_IR_Model``: a retriever whose query embedding fuses E(query) with E(generated answer).
 
 Constructor arguments follow the reference (``research/Reinforced_IR/inference/ir_model.py``) so existing
-code keeps working; the differences are fixes (pipeline.md §10.10):
+code keeps working; the differences are fixes (docs/design.md §10.10):
 
 - the constructor's ``temperature`` / ``top_p`` / ``max_tokens`` are actually used (the reference ignored
   them, so its effective temperature was 0; our default ``temperature=0.0`` keeps that behaviour);

@@ -34,7 +34,7 @@ DEFAULT_MISSION = "Write a {query_type} that the {passage_type} can answer."
 DEFAULT_QC_POSITIVE = "the {passage_type} can answer the {query_type}."
 DEFAULT_QC_NEGATIVE = "the {passage_type} cannot answer the {query_type}."
 
-# Query-length and style draws for pseudo-queries (pipeline.md §3), as (choice, weight).
+# Query-length and style draws for pseudo-queries (docs/design.md §3), as (choice, weight).
 CLAIM_LENGTHS = (("10 to 15 words long", 5), ("at least 15 words long", 2))
 QUERY_LENGTHS = (("less than 5 words long", 2), ("5 to 10 words long", 5), ("10 to 15 words long", 4),
                  ("at least 15 words long", 1))
@@ -66,7 +66,8 @@ def templates() -> dict[str, str]:
         raise UserError("prompt templates not found", file=path)
     data = yaml.safe_load(path.read_text(encoding="utf-8"))
     for key in ("augmentation_prefix", "generator", "hyde", "query2doc", "query_generation",
-                "query_generation_example", "query_generation_simple", "quality_control", "listwise_rank",
+                "query_generation_example", "query_generation_simple", "query_generation_paraphrase",
+                "quality_control", "listwise_rank",
                 "query_likelihood", "query_likelihood_task"):
         if not isinstance(data.get(key), str):
             raise UserError("missing or not a string", file=path, field=key)
@@ -112,7 +113,7 @@ def augmentation_prefix() -> str:
 
 
 def generator_prompt(query: str, task_instruction: str, answer_type: str) -> str:
-    """The query-augmentation prompt P (pipeline.md §9), used identically by every stage."""
+    """The query-augmentation prompt P (docs/design.md §9), used identically by every stage."""
     return templates()["generator"].format(answer_type=answer_type, task=task_instruction, query=query)
 
 
@@ -151,12 +152,17 @@ def weighted_choice(rng, options: tuple[tuple[str, int], ...]) -> str:
     return rng.choices([o for o, _ in options], weights=[w for _, w in options], k=1)[0]
 
 
+QUERY_PROMPT_STYLES = ("full", "simple", "paraphrase")
+
+
 def query_generation_prompt(passage: str, task: TaskPrompt, rng, use_examples: bool = True,
                             style: str = "full") -> str:
     """Stage A prompt. ``full``: the reference's structure with seeded draws of length, style and (claim tasks)
-    stance, plus few-shot examples. ``simple``: a short instruction that small models follow."""
-    if style == "simple":
-        return templates()["query_generation_simple"].format(
+    stance, plus few-shot examples. ``simple``: a short instruction that small models follow. ``paraphrase``: the
+    simple instruction, asking for the passage's rare terms in other words (queries a retriever cannot answer by
+    word overlap alone; docs/design.md §3)."""
+    if style in QUERY_PROMPT_STYLES[1:]:
+        return templates()[f"query_generation_{style}"].format(
             passage_type=task.passage_type, query_type=task.query_type, passage=passage,
             simple_mission=task.fill(task.simple_mission))
     is_claim = "claim" in task.query_type

@@ -148,7 +148,7 @@ def yes_no_token_ids(tokenizer) -> tuple[int, int]:
     """First token of "Yes" and of "No" (as the model would write them at the start of its reply)."""
     ids = [tokenizer(word, add_special_tokens=False)["input_ids"] for word in ("Yes", "No")]
     if not all(ids) or ids[0][0] == ids[1][0]:
-        raise UserError("the tokenizer cannot tell 'Yes' from 'No' by their first token", field="rerank")
+        raise UserError("the tokenizer cannot tell 'Yes' from 'No' by their first token", field="reranker")
     return ids[0][0], ids[1][0]
 
 

@@ -1,7 +1,7 @@
 """Exact inner-product search with faiss, chunked over the corpus so a 1M-document corpus fits in memory.
 
 Each chunk gets its own flat IP index (on GPU when faiss has GPU support); per-chunk top-k lists are merged.
-faiss pads short result lists with id −1 (reference bug 4); those entries are dropped, never used as ids.
+faiss pads short result lists with id −1 (docs/design.md §10.4); those entries are dropped, never used as ids.
 """
 from __future__ import annotations
 

@@ -4,7 +4,7 @@
 It lets the ``openai`` backend, and any OpenAI client, use a local model: e.g. the bundled SmolLM2 on
 CPU for tests and offline demos::
 
-    python -m inference.serve --model HuggingFaceTB/SmolLM2-135M-Instruct --port 8000
+    python -m inference.serve --generator HuggingFaceTB/SmolLM2-135M-Instruct --port 8000
 
 Requests are served one at a time per model (the model is not thread-safe); concurrent clients queue.
 """
@@ -15,7 +15,7 @@ import logging
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Sequence
 
@@ -114,8 +114,9 @@ def make_server(generator: Generator, host: str = "127.0.0.1", port: int = 0, mo
 @dataclass
 class ServeArguments:
     """Serve a local model through an OpenAI-compatible API."""
-    model: str = "HuggingFaceTB/SmolLM2-135M-Instruct"
-    backend: str = "hf"
+    generator: str = field(default="HuggingFaceTB/SmolLM2-135M-Instruct", metadata={
+        "help": "the generator to serve: name or path", "aliases": ("model",)})
+    generator_backend: str = field(default="hf", metadata={"help": "hf | vllm", "aliases": ("backend",)})
     prompt_format: str = "chat"
     host: str = "127.0.0.1"
     port: int = 8000
@@ -123,10 +124,10 @@ class ServeArguments:
 
 def main(argv: Sequence[str]) -> int:
     args = parse_args(ServeArguments, argv, prog="python -m inference.serve")
-    generator = load_generator(args.model, backend=args.backend, prompt_format=args.prompt_format,
-                               **({"show_progress": False} if args.backend == "hf" else {}))
-    server = make_server(generator, args.host, args.port, model_name=args.model)
-    logger.info("serving %s on http://%s:%d/v1", args.model, *server.server_address[:2])
+    generator = load_generator(args.generator, backend=args.generator_backend, prompt_format=args.prompt_format,
+                               **({"show_progress": False} if args.generator_backend == "hf" else {}))
+    server = make_server(generator, args.host, args.port, model_name=args.generator)
+    logger.info("serving %s on http://%s:%d/v1", args.generator, *server.server_address[:2])
     try:
         server.serve_forever()
     finally:

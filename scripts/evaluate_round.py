@@ -26,32 +26,28 @@ from typing import Sequence
 from evaluation.data import load_dataset
 from evaluation.evaluate import EvaluateArguments, format_table, run_evaluation
 from evaluation.label_free import PseudoQueries, choose_hybrid_weight
+from inference.hybrid import DEFAULT_HYBRID_WEIGHT
 from evaluation.evaluator import RetrievalEvaluator
 from evaluation.search import bm25_index_cached, encode_corpus_cached
 from evaluation.stats import PairedComparison, compare
-from inference.config import EmbeddingCacheArguments, parse_args
+from inference.config import parse_args
 from inference.errors import UserError, run_cli
 from inference.io import atomic_write_json, iter_jsonl
 from inference.manifest import is_complete, run_parameters, write_manifest
+from .steps import RoundArguments
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
-class RoundEvaluationArguments(EmbeddingCacheArguments):
+class RoundEvaluationArguments(RoundArguments):
     """Evaluate a round: test qrels (full split + a paired subset) and held-out pseudo-queries."""
-    dataset_path: str = ""
     output_dir: str = ""
-    task: str = "scifact"
-    split: str = "test"
-    base_retriever: str = "sentence-transformers/all-MiniLM-L6-v2"
     base_pooling_method: str | None = field(default=None, metadata={"help": "for base models without ST config"})
     base_normalize_embeddings: bool | None = field(default=None, metadata={"aliases": ("base_normalize",)})
     base_query_instruction: str | None = None
-    base_generator: str = "HuggingFaceTB/SmolLM2-135M-Instruct"
     round_retriever: str = ""
     round_generator: str = ""
-    generator_backend: str = "hf"
     max_queries: int | None = 50
     seed: int = 0
     max_new_tokens: int = 96
@@ -186,10 +182,11 @@ class RoundEvaluation:
             return None
         a = self.args
         pseudo = PseudoQueries.load(files, set(self.corpus))
-        weight = choose_hybrid_weight(self.base_embedder.encode_queries(pseudo.texts),
+        weight = choose_hybrid_weight(self.base_embedder.encode_queries(pseudo.texts) if pseudo.texts else None,
                                       encode_corpus_cached(self.base_embedder, self.corpus, self.cache),
                                       bm25_index_cached(self.corpus, self.cache), pseudo, list(self.corpus),
-                                      fusion=a.hybrid_fusion, round_trip_depth=a.round_trip_depth)
+                                      fusion=a.hybrid_fusion, round_trip_depth=a.round_trip_depth,
+                                      fallback_weight=DEFAULT_HYBRID_WEIGHT)
         held = self.results["heldout"]
         use_round = held.get("round_raw") is not None and held["round_raw"] >= (held.get("base_raw") or 0.0)
         return {"method": "hybrid", "retriever": "round" if use_round else "base",

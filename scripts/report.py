@@ -2,12 +2,20 @@
 
     python -m scripts.report --run_dir runs/cpu-demo-scifact
 
+The picture and the first lines of ``report.md`` are full-split figures (every judged test query), each with its
+95% bootstrap interval: the retriever by round, the hybrid, BM25 and the label-free choice. The generation methods
+(HyDE, Query2doc, the round's generator augmentation) run on a seeded subset of test queries only; wherever they
+appear they are labelled "paired subset of N queries" and kept apart (their own table, their own panel).
+
 ``report.json`` keys: ``before.ndcg@10`` (base retriever, raw), ``after.ndcg@10`` (last round's retriever with its
 generator's augmentation), ``hyde.ndcg@10`` and ``query2doc.ndcg@10`` (base generator) — all four on the same
-seeded subset of test queries, named in ``query_set`` — plus full-split figures, per-round results, ``timings``
-(seconds and peak memory per step) and ``sizes`` (rows produced by each stage). From the last round, on the full
-split: ``bm25``, ``hybrid`` (base and round retriever, 0.5 / 0.5), ``label_free_choice`` (method, settings,
-nDCG@10, paired p-value against the base retriever) and ``comparisons`` (each with p-value and 95% interval).
+seeded subset of test queries, named in ``query_set`` — plus ``full_split`` (``split``, ``queries``, ``before``,
+``after_retriever_only`` and ``by_round``: raw, hybrid and label-free choice of each round, each with ``ci95``),
+per-round results, ``timings`` (seconds and peak memory per step) and ``sizes`` (rows produced by each stage). From
+the last round, on the full split: ``bm25``, ``hybrid`` (base and round retriever, 0.5 / 0.5), ``label_free_choice``
+(method, settings, nDCG@10 and its ``ci95``, paired p-value against the base retriever) and ``comparisons`` (each
+with p-value and 95% interval). Every ``ci95`` is a percentile bootstrap of the mean per-query nDCG@10
+(``evaluation.stats.bootstrap_interval``, seeded), null where the per-query figures are missing.
 """
 from __future__ import annotations
 
@@ -18,6 +26,7 @@ from pathlib import Path
 from typing import Sequence
 
 from data_generation.stage import DROPPED_FILE
+from evaluation.stats import bootstrap_interval
 from inference.config import parse_args
 from inference.errors import UserError, run_cli
 from inference.io import atomic_write_json, atomic_write_text, iter_jsonl
@@ -71,6 +80,31 @@ def _sizes(run_dir: Path, k: int) -> dict:
     return sizes
 
 
+def _full_figure(results: dict, name: str, seed: int) -> dict | None:
+    """A full-split figure of one round's evaluation, with the bootstrap interval of its per-query values."""
+    if name not in results.get("full", {}):
+        return None
+    per_query = results.get("per_query_full_ndcg@10", {}).get(name)
+    ci95 = list(bootstrap_interval(list(per_query.values()), seed=seed)) if per_query else None
+    return {"ndcg@10": results["full"][name]["ndcg@10"], "ci95": ci95}
+
+
+def _full_split(per_round: dict, rounds: list[int], seed: int) -> dict:
+    first, last = per_round[rounds[0]], per_round[rounds[-1]]
+    by_round = {"round_0": {"raw": _full_figure(first, "base_raw", seed),
+                            "hybrid": _full_figure(first, "base_hybrid", seed)}}
+    for k in rounds:
+        by_round[f"round_{k}"] = {"raw": _full_figure(per_round[k], "round_raw", seed),
+                                  "hybrid": _full_figure(per_round[k], "round_hybrid", seed),
+                                  "label_free": _full_figure(per_round[k], "label_free", seed)}
+    per_query = last.get("per_query_full_ndcg@10", {})
+    return {"split": last.get("subset_definition", {}).get("split"),
+            "queries": len(per_query["base_raw"]) if "base_raw" in per_query else None,
+            "before": _full_figure(first, "base_raw", seed) or {"ndcg@10": None, "ci95": None},
+            "after_retriever_only": _full_figure(last, "round_raw", seed) or {"ndcg@10": None, "ci95": None},
+            "by_round": by_round}
+
+
 def write_report(run_dir: str | Path) -> str:
     run_dir = Path(run_dir)
     rounds = _rounds(run_dir)
@@ -79,8 +113,13 @@ def write_report(run_dir: str | Path) -> str:
     per_round = {k: json.loads((run_dir / f"round_{k}" / "eval" / "results.json").read_text()) for k in rounds}
     first, last = per_round[rounds[0]], per_round[rounds[-1]]
     sub0, subl = first.get("subset", {}), last.get("subset", {})
+    seed = last.get("subset_definition", {}).get("seed") or 0
     timings = json.loads((run_dir / "timings.json").read_text()) if (run_dir / "timings.json").is_file() else {}
     pick = lambda d, key: None if key not in d else d[key]["ndcg@10"]  # noqa: E731
+    full = lambda name: _full_figure(last, name, seed) or {"ndcg@10": None, "ci95": None}  # noqa: E731
+    choice = _choice_summary(last.get("label_free_choice"))
+    if choice:
+        choice["ci95"] = full("label_free")["ci95"]
     report = {
         "before": {"ndcg@10": pick(sub0, "base_raw")},
         "after": {"ndcg@10": pick(subl, "round_reinforced_ir")},
@@ -88,12 +127,10 @@ def write_report(run_dir: str | Path) -> str:
         "query2doc": {"ndcg@10": pick(sub0, "query2doc")},
         "after_retriever_only": {"ndcg@10": pick(subl, "round_raw")},
         "query_set": {**last.get("subset_definition", {}), "queries": last.get("subset_queries")},
-        "full_split": {"before": {"ndcg@10": pick(first.get("full", {}), "base_raw")},
-                       "after_retriever_only": {"ndcg@10": pick(last.get("full", {}), "round_raw")}},
-        "bm25": {"ndcg@10": pick(last.get("full", {}), "bm25")},
-        "hybrid": {"fusion": "minmax", "weight": 0.5, "base": {"ndcg@10": pick(last.get("full", {}), "base_hybrid")},
-                   "round": {"ndcg@10": pick(last.get("full", {}), "round_hybrid")}},
-        "label_free_choice": _choice_summary(last.get("label_free_choice")),
+        "full_split": _full_split(per_round, rounds, seed),
+        "bm25": full("bm25"),
+        "hybrid": {"fusion": "minmax", "weight": 0.5, "base": full("base_hybrid"), "round": full("round_hybrid")},
+        "label_free_choice": choice,
         "comparisons": last.get("comparisons", []),
         "heldout_pseudo_queries": {"base": first.get("heldout", {}).get("base_raw"),
                                    **{f"round_{k}": per_round[k].get("heldout", {}).get("round_raw") for k in rounds}},
@@ -104,7 +141,7 @@ def write_report(run_dir: str | Path) -> str:
         "sizes": {f"round_{k}": _sizes(run_dir, k) for k in rounds},
     }
     atomic_write_json(run_dir / "report.json", report)
-    _plot(run_dir, per_round, rounds)
+    _plot(run_dir, report, per_round, rounds)
     md = _markdown(report, per_round, rounds)
     atomic_write_text(run_dir / "report.md", md)
     return md
@@ -123,7 +160,7 @@ def _choice_summary(choice: dict | None) -> dict | None:
 def _full_split_lines(report: dict, split: str) -> list[str]:
     if not report["comparisons"]:
         return []
-    lines = ["", f"## Full {split} split, with statistics", "",
+    lines = ["", f"## Full {split} split: paired comparisons, with statistics", "",
              "| comparison (a vs b) | a | b | Δ points | 95% CI | paired p |", "|---|---:|---:|---:|---|---:|"]
     for c in report["comparisons"]:
         lo, hi = c["delta_ci95"]
@@ -145,25 +182,60 @@ def _fmt(v) -> str:
     return "—" if v is None else f"{v:.4f}"
 
 
+def _with_ci(figure: dict | None) -> str:
+    """``0.7363 [0.7012, 0.7698]``: nDCG@10 and its 95% bootstrap interval (``—`` when not measured)."""
+    if not figure or figure.get("ndcg@10") is None:
+        return "—"
+    ci = figure.get("ci95")
+    return _fmt(figure["ndcg@10"]) + (f" [{ci[0]:.4f}, {ci[1]:.4f}]" if ci else "")
+
+
+def _delta(report: dict, a: str, b: str) -> str | None:
+    c = next((c for c in report["comparisons"] if (c["a"], c["b"]) == (a, b)), None)
+    if c is None:
+        return None
+    lo, hi = c["delta_ci95"]
+    return f"Δ {100 * c['delta']:+.2f} points [{100 * lo:+.2f}, {100 * hi:+.2f}], paired p = {c['p_value']:.3g}"
+
+
+def _subset_label(q: dict, detail: bool = True) -> str:
+    label = f"paired subset of {q.get('queries')} queries"
+    return label + (f" ({q.get('split')} split, seed {q.get('seed')})" if detail else "")
+
+
+def _headline_lines(report: dict, rounds: list[int]) -> list[str]:
+    """The report's first lines: full-split figures with their intervals, the label-free choice first."""
+    fs, k, choice = report["full_split"], rounds[-1], report["label_free_choice"]
+    split = fs.get("split") or report["query_set"].get("split")
+    if fs["before"]["ndcg@10"] is None:
+        return [f"No {split} qrels: no test figures; the held-out pseudo-queries below are the only signal."]
+    chosen = (f"{choice['retriever']} retriever + BM25, {choice['fusion']} BM25 weight {choice['weight']:g}, "
+              "chosen on pseudo-queries" if choice else "")
+    parts = ([f"label-free choice **{_with_ci(choice)}** ({chosen})"] if choice else []) + [
+        f"hybrid 0.5 / 0.5 {_with_ci(report['hybrid']['round'])}", f"BM25 {_with_ci(report['bm25'])}",
+        f"round {k} retriever {_with_ci(fs['after_retriever_only'])} vs base {_with_ci(fs['before'])}"
+        + (f" ({d})" if (d := _delta(report, "round_raw", "base_raw")) else "")]
+    lines = [f"**Full {split} split, all {fs['queries']} judged queries** (nDCG@10, 95% bootstrap interval): "
+             + "; ".join(parts) + ".", "",
+             "| full split: system | nDCG@10 [95% CI] |", "|---|---:|"]
+    if choice:
+        lines.append(f"| **label-free choice**: {chosen} (no test label) | **{_with_ci(choice)}** |")
+    lines += [f"| hybrid: round {k} retriever + BM25, min-max 0.5 / 0.5 | {_with_ci(report['hybrid']['round'])} |",
+              f"| hybrid: base retriever + BM25, min-max 0.5 / 0.5 | {_with_ci(report['hybrid']['base'])} |",
+              f"| BM25 | {_with_ci(report['bm25'])} |",
+              f"| round {k} retriever, raw | {_with_ci(fs['after_retriever_only'])} |",
+              f"| before: base retriever, raw | {_with_ci(fs['before'])} |"]
+    if choice and (d := _delta(report, "label_free", "base_raw")):
+        lines += ["", f"Label-free choice vs the base retriever: {d}."]
+    return lines
+
+
 def _markdown(report: dict, per_round: dict, rounds: list[int]) -> str:
     q = report["query_set"]
-    lines = ["# Self-boost report", "",
-             f"Paired comparison on a seeded subset of {q.get('queries')} {q.get('split')} queries "
-             f"(seed {q.get('seed')}); every method on the same queries.", "",
-             "| method | nDCG@10 |", "|---|---:|",
-             f"| before: base retriever, raw | {_fmt(report['before']['ndcg@10'])} |",
-             f"| HyDE (base generator) | {_fmt(report['hyde']['ndcg@10'])} |",
-             f"| Query2doc (base generator) | {_fmt(report['query2doc']['ndcg@10'])} |",
-             f"| round {rounds[-1]} retriever, raw | {_fmt(report['after_retriever_only']['ndcg@10'])} |",
-             f"| **after**: round {rounds[-1]} retriever + round {rounds[-1]} generator | "
-             f"{_fmt(report['after']['ndcg@10'])} |"]
-    for name, value in per_round[rounds[-1]].get("subset", {}).items():
-        if "+" in name:
-            lines.append(f"| ablation: {name.replace('+', ' + ').replace('_', ' ')} | {_fmt(value['ndcg@10'])} |")
-    fs = report["full_split"]
-    lines += ["", f"Full {q.get('split')} split, no generation: base {_fmt(fs['before']['ndcg@10'])} → "
-              f"round {rounds[-1]} retriever {_fmt(fs['after_retriever_only']['ndcg@10'])}.", "",
-              "Held-out pseudo-queries (label-free early-stopping signal), nDCG@10: " + ", ".join(
+    lines = ["# Self-boost report", "", *_headline_lines(report, rounds), *_fit_lines(report)]
+    if q.get("queries"):
+        lines += _subset_lines(report, per_round, rounds)
+    lines += ["", "Held-out pseudo-queries (label-free early-stopping signal), nDCG@10: " + ", ".join(
                   f"{k} {_fmt(v)}" for k, v in report["heldout_pseudo_queries"].items()),
               *_full_split_lines(report, q.get("split")), "",
               "## Timings", "", "| step | seconds | peak RSS so far (MiB) |", "|---|---:|---:|"]
@@ -176,6 +248,34 @@ def _markdown(report: dict, per_round: dict, rounds: list[int]) -> str:
     lines += _sample_lines(report)
     lines.append("")
     return "\n".join(lines)
+
+
+def _fit_lines(report: dict) -> list[str]:
+    """Training steps the driver sized down or skipped because filtering left too few rows (scripts/fit.py)."""
+    fits = [(step, t["fit"]) for step, t in report["timings"].items() if t.get("fit")]
+    if not fits:
+        return []
+    return ["", "Training steps fitted to the rows filtering left:",
+            *(f"- {step}: {fit['action']}: {fit['reason']}" for step, fit in fits)]
+
+
+def _subset_lines(report: dict, per_round: dict, rounds: list[int]) -> list[str]:
+    """The generation methods, on the paired subset only, labelled as such."""
+    q = report["query_set"]
+    lines = ["", f"## Generation methods: {_subset_label(q)}", "",
+             f"HyDE, Query2doc and the round's generator run on a {_subset_label(q)} only, every method on the "
+             "same queries; compare them with each other, not with the full-split figures above.", "",
+             f"| method | nDCG@10, {_subset_label(q, detail=False)} |", "|---|---:|",
+             f"| before: base retriever, raw | {_fmt(report['before']['ndcg@10'])} |",
+             f"| HyDE (base generator) | {_fmt(report['hyde']['ndcg@10'])} |",
+             f"| Query2doc (base generator) | {_fmt(report['query2doc']['ndcg@10'])} |",
+             f"| round {rounds[-1]} retriever, raw | {_fmt(report['after_retriever_only']['ndcg@10'])} |",
+             f"| **after**: round {rounds[-1]} retriever + round {rounds[-1]} generator | "
+             f"{_fmt(report['after']['ndcg@10'])} |"]
+    for name, value in per_round[rounds[-1]].get("subset", {}).items():
+        if "+" in name:
+            lines.append(f"| ablation: {name.replace('+', ' + ').replace('_', ' ')} | {_fmt(value['ndcg@10'])} |")
+    return lines
 
 
 def _sample_lines(report: dict) -> list[str]:
@@ -193,33 +293,73 @@ def _sample_lines(report: dict) -> list[str]:
     return ["", "## Pseudo-queries kept and dropped (seeded sample)", *lines] if lines else []
 
 
-def _plot(run_dir: Path, per_round: dict, rounds: list[int]) -> None:
+def _errorbar(ax, points: list[tuple[float, dict]], **style) -> None:
+    """nDCG@10 points with their 95% intervals as error bars (a point without an interval gets none)."""
+    points = [(x, f) for x, f in points if f and f.get("ndcg@10") is not None]
+    if not points:
+        return
+    xs, ys = [x for x, _ in points], [f["ndcg@10"] for _, f in points]
+    err = [[y - (f["ci95"] or [y, y])[0] for y, (_, f) in zip(ys, points)],
+           [(f["ci95"] or [y, y])[1] - y for y, (_, f) in zip(ys, points)]]
+    ax.errorbar(xs, ys, yerr=err, capsize=3, **style)
+
+
+def _plot(run_dir: Path, report: dict, per_round: dict, rounds: list[int]) -> list[str]:
+    """``ndcg_by_round.png``: left, the full split by round with 95% intervals (retriever raw, hybrid, label-free
+    choice) beside BM25; right, apart and labelled, the paired subset the generation methods ran on. Returns the
+    panels' titles and legend labels."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fs, q, xs = report["full_split"], report["query_set"], [0] + rounds
+    fig, (full_ax, sub_ax) = plt.subplots(1, 2, figsize=(11, 4.6), sharey=True,
+                                          gridspec_kw={"width_ratios": [3, 2]})
+    by_round = [fs["by_round"].get(f"round_{x}", {}) for x in xs]
+    choice = report["label_free_choice"]
+    series = [("retriever, raw", "raw", dict(marker="o", color="C0")),
+              ("hybrid: retriever + BM25, 0.5 / 0.5", "hybrid", dict(marker="s", color="C2")),
+              ("label-free choice" + (f" ({choice['retriever']} retriever + BM25 at {choice['weight']:g})"
+                                      if choice else ""), "label_free", dict(marker="*", markersize=11, color="C3"))]
+    for i, (label, key, style) in enumerate(series):  # a small offset keeps overlapping intervals apart
+        _errorbar(full_ax, [(x + 0.04 * (i - 1), r.get(key)) for x, r in zip(xs, by_round)],
+                  label=f"{label} (round {xs[-1]}: {_with_ci(by_round[-1].get(key))})", **style)
+    bm25 = report["bm25"]
+    if bm25["ndcg@10"] is not None:
+        full_ax.axhline(bm25["ndcg@10"], color="grey", linestyle="--", label=f"BM25: {_with_ci(bm25)}")
+        if bm25.get("ci95"):
+            full_ax.axhspan(*bm25["ci95"], color="grey", alpha=0.12)
+    full_ax.set_title(f"full {fs.get('split') or q.get('split')} split, all {fs.get('queries')} judged queries "
+                      "(95% bootstrap CI)" if fs.get("queries") else "no test qrels: no full-split figures",
+                      fontsize=9)
+    full_ax.set_ylabel("nDCG@10")
+
     sub0 = per_round[rounds[0]].get("subset", {})
-    xs = [0] + rounds
-    series = {"retriever raw": [sub0.get("base_raw")] + [per_round[k]["subset"].get("round_raw") for k in rounds],
+    subset = {"retriever, raw": [sub0.get("base_raw")] + [per_round[k]["subset"].get("round_raw") for k in rounds],
               "retriever + generator": [sub0.get("base_retriever+base_generator")] +
               [per_round[k]["subset"].get("round_reinforced_ir") for k in rounds]}
-    for label, values in series.items():
+    for (label, values), color in zip(subset.items(), ("C0", "C1")):
         pts = [(x, v["ndcg@10"]) for x, v in zip(xs, values) if v]
         if pts:
-            ax.plot(*zip(*pts), marker="o", label=label)
-    for name, style in (("hyde", ":"), ("query2doc", "--")):
+            sub_ax.plot(*zip(*pts), marker="o", linestyle=":", color=color, label=label)
+    for name, label, style in (("hyde", "HyDE", ":"), ("query2doc", "Query2doc", "--")):
         if sub0.get(name):
-            ax.axhline(sub0[name]["ndcg@10"], linestyle=style, color="grey", label=f"{name} (base generator)")
-    ax.set_xlabel("round (0 = base models)")
-    ax.set_ylabel("nDCG@10 (paired test subset)")
-    ax.set_xticks(xs)
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
+            sub_ax.axhline(sub0[name]["ndcg@10"], linestyle=style, color="grey", label=f"{label} (base generator)")
+    sub_ax.set_title(_subset_label(q) if q.get("queries") else "no paired subset", fontsize=9)
+    for ax in (full_ax, sub_ax):
+        ax.set_xlabel("round (0 = base models)")
+        ax.set_xticks(xs)
+        ax.set_xlim(-0.3, xs[-1] + 0.3)
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
     fig.savefig(run_dir / "ndcg_by_round.png", dpi=120)
+    labels = [ax.get_title() for ax in (full_ax, sub_ax)] + \
+        [t.get_text() for ax in (full_ax, sub_ax) if ax.get_legend() for t in ax.get_legend().get_texts()]
     plt.close(fig)
+    return labels
 
 
 @dataclass

@@ -30,27 +30,23 @@ from typing import Sequence
 
 import yaml
 
-from inference.config import EmbeddingCacheArguments, parse_args
+from inference.config import canonical_options, option_aliases, parse_args
+from inference.option_checks import check_step_options
 from inference.errors import UserError, run_cli
 from inference.io import atomic_write_json, atomic_write_text
 from inference.manifest import changed_inputs, read_manifest
 
-from .steps import STEPS, torchrun_command
+from .fit import Fit, fit_step, input_rows, output_model, skip_step
+from .steps import STEPS, RoundArguments, torchrun_command
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
-class SelfBoostConfig(EmbeddingCacheArguments):
+class SelfBoostConfig(RoundArguments):
     """Run Reinforced-IR self-boost rounds."""
     name: str = "run"
-    dataset_path: str = ""
-    task: str = "scifact"
-    split: str = "test"
     runs_dir: str = "runs"
-    base_retriever: str = "sentence-transformers/all-MiniLM-L6-v2"
-    base_generator: str = "HuggingFaceTB/SmolLM2-135M-Instruct"
-    generator_backend: str = "hf"
     rounds: int = 1
     round: int | None = field(default=None, metadata={"help": "run (or emit) only this round"})
     nproc_per_node: int = field(default=1, metadata={"help": "torchrun processes for retriever training"})
@@ -81,10 +77,15 @@ class SelfBoostConfig(EmbeddingCacheArguments):
         if self.generation_python and not os.access(self.generation_python, os.X_OK):
             raise UserError(f"{self.generation_python} is not an executable Python (make test-vllm builds "
                             ".venv-vllm)", field="generation_python")
+        for step in STEPS:  # a step's options under their one name (an alias is noted and renamed)
+            setattr(self, step.name, canonical_options(getattr(self, step.name), option_aliases(step.classes()),
+                                                       step.name))
         for step, known in stage_option_names().items():
             unknown = sorted(set(getattr(self, step)) - known)
             if unknown:
                 raise UserError(f"unknown option(s) for step '{step}': {', '.join(unknown)}", field=step)
+        for step in STEPS:  # and their values (numbers, paths' kinds), before the steps ahead of them run
+            check_step_options(step.classes(), getattr(self, step.name), step.name)
 
     @property
     def run_dir(self) -> Path:
@@ -104,35 +105,39 @@ def models_for_round(cfg: SelfBoostConfig, k: int) -> tuple[str, str]:
     """(generator, retriever) that round k starts from."""
     if k == 1:
         return cfg.base_generator, cfg.base_retriever
-    prev = round_dir(cfg, k - 1)
-    return str(prev / "generator" / "merged_model"), str(prev / "retriever")
+    prev = round_dir(cfg, k - 1)  # a step the previous round skipped hands on the model it was given
+    return (output_model(prev / "generator", str(prev / "generator" / "merged_model")),
+            output_model(prev / "retriever", str(prev / "retriever")))
 
 
 def step_values(cfg: SelfBoostConfig, k: int, dirs: dict[str, Path]) -> dict[str, dict]:
     """Each step's options for round k: the profile's section over what the round wires in (models, paths)."""
     generator, retriever = models_for_round(cfg, k)
-    new_generator = str(dirs["train_generator"] / "merged_model")
+    new_generator = output_model(dirs["train_generator"], str(dirs["train_generator"] / "merged_model"))
+    new_retriever = output_model(dirs["train_retriever"], str(dirs["train_retriever"]))
     queries = str(dirs["queries"] / "queries.jsonl")
     gen_common = {"task": cfg.task, "seed": cfg.seed, "generator_backend": cfg.generator_backend}
     cache = {"embedding_cache": cfg.embedding_cache or "none"}  # the steps that encode the corpus share one cache
     retriever_rows = (dirs["distill"] / "train_distill.jsonl" if distilling(cfg)
                       else dirs["retriever_data"] / "train.jsonl")
+    fits = training_fits(cfg, dirs)  # a batch sized down to the rows filtering left
     return {
         "queries": {**gen_common, "generator": cfg.base_generator, "dataset_path": cfg.dataset_path, **cfg.queries},
         "generator_data": {**gen_common, "generator": generator, "retriever": retriever, "queries_path": queries,
                            **cfg.generator_data},
-        "train_generator": {"model_name_or_path": generator, "generator_data_dir": str(dirs["generator_data"]),
-                            "seed": cfg.seed, **cfg.train_generator},
+        "train_generator": {"generator": generator, "generator_data_dir": str(dirs["generator_data"]),
+                            "seed": cfg.seed, **cfg.train_generator, **fits["train_generator"].options},
         "retriever_data": {**gen_common, **cache, "generator": new_generator, "retriever": retriever,
                            "queries_path": queries, "dataset_path": cfg.dataset_path, **cfg.retriever_data},
         "distill": {**gen_common, **cache, "generator": new_generator, "retriever": retriever,
                     "dataset_path": cfg.dataset_path,
                     "retriever_data_path": str(dirs["retriever_data"] / "train.jsonl"), **cfg.distill},
-        "train_retriever": {"model_name_or_path": retriever, "seed": cfg.seed, "use_cpu": True,
-                            "train_data": [str(retriever_rows)], **cfg.train_retriever},
+        "train_retriever": {"retriever": retriever, "seed": cfg.seed, "use_cpu": True,
+                            "train_data": [str(retriever_rows)], **cfg.train_retriever,
+                            **fits["train_retriever"].options},
         "evaluate": {**cache, "dataset_path": cfg.dataset_path, "task": cfg.task, "split": cfg.split,
                      "base_retriever": cfg.base_retriever, "base_generator": cfg.base_generator,
-                     "round_retriever": str(dirs["train_retriever"]), "round_generator": new_generator,
+                     "round_retriever": new_retriever, "round_generator": new_generator,
                      "generator_backend": cfg.generator_backend, "baselines": k == 1,
                      "heldout_path": str(dirs["queries"] / "heldout.jsonl"), **cfg.evaluate},
     }
@@ -144,9 +149,20 @@ def distilling(cfg: SelfBoostConfig) -> bool:
     return bool(cfg.train_retriever.get("knowledge_distillation", False))
 
 
+def training_fits(cfg: SelfBoostConfig, dirs: dict[str, Path]) -> dict[str, Fit]:
+    """Each training step run as configured, sized down, or skipped, from the rows its input stage kept."""
+    processes = {"train_generator": 1, "train_retriever": max(1, cfg.nproc_per_node)}
+    return {step: fit_step(step, input_rows(step, dirs, distilling(cfg)), getattr(cfg, step), processes[step])
+            for step in processes}
+
+
+def round_dirs(cfg: SelfBoostConfig, k: int) -> dict[str, Path]:
+    return {step.name: step.directory(cfg.run_dir, k) for step in STEPS}
+
+
 def step_plan(cfg: SelfBoostConfig, k: int) -> list[tuple[str, Path, list[str]]]:
     """``(step, output_dir, command)`` for round k; writes each step's YAML config under round_k/configs."""
-    dirs = {step.name: step.directory(cfg.run_dir, k) for step in STEPS}
+    dirs = round_dirs(cfg, k)
     options = step_values(cfg, k, dirs)
     plan = []
     for step in STEPS:
@@ -201,7 +217,9 @@ def step_state(out: Path, config_path: Path) -> tuple[str, list[str]]:
 
 def run_round(cfg: SelfBoostConfig, k: int, timings: dict) -> None:
     upstream_redone = None
-    for step, out, cmd in step_plan(cfg, k):
+    for name in [planned for planned, _, _ in step_plan(cfg, k)]:
+        # planned again before each step: what a finished step kept or skipped sizes and wires the next ones
+        step, out, cmd = next(entry for entry in step_plan(cfg, k) if entry[0] == name)
         key = f"round_{k}/{step}"
         state, changed = step_state(out, round_dir(cfg, k) / "configs" / f"{step}.yaml")
         if state == "complete" and upstream_redone:
@@ -217,16 +235,35 @@ def run_round(cfg: SelfBoostConfig, k: int, timings: dict) -> None:
             print(f"[round {k}] {step}: changed ({', '.join(changed)}), redone from scratch", flush=True)
             shutil.rmtree(out)
         upstream_redone = upstream_redone or step
+        if fitted(cfg, k, step, out, timings):
+            continue
         print(f"[round {k}] {step}: + {shlex.join(cmd)}", flush=True)
         start = time.perf_counter()
         proc = subprocess.run(cmd, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         seconds = time.perf_counter() - start
         peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # MiB, largest child so far
-        timings[key] = {"seconds": round(seconds, 1), "peak_rss_mib_so_far": round(peak)}
+        timings[key] = {**timings.get(key, {}), "seconds": round(seconds, 1), "peak_rss_mib_so_far": round(peak)}
         atomic_write_json(cfg.run_dir / "timings.json", timings)
         if proc.returncode != 0:
             raise UserError(f"round {k}, step '{step}' failed with exit code {proc.returncode}; fix it and rerun "
                             "the same command to continue from this step", field=step)
+
+
+def fitted(cfg: SelfBoostConfig, k: int, step: str, out: Path, timings: dict) -> bool:
+    """Say how a training step fits its rows; True where it is skipped (its folder then hands its input model on)."""
+    fit = training_fits(cfg, round_dirs(cfg, k)).get(step)
+    timings.get(f"round_{k}/{step}", {}).pop("fit", None)  # an earlier run's fit no longer holds
+    if fit is None or fit.action == "run":
+        return False
+    print(f"[round {k}] {step}: {fit.action}: {fit.reason}", flush=True)
+    timings[f"round_{k}/{step}"] = {"seconds": 0.0, "fit": fit.as_dict()}
+    atomic_write_json(cfg.run_dir / "timings.json", timings)
+    if fit.action != "skipped":
+        return False
+    config = yaml.safe_load((round_dir(cfg, k) / "configs" / f"{step}.yaml").read_text()) or {}
+    generator, retriever = models_for_round(cfg, k)
+    skip_step(out, step, fit, generator if step == "train_generator" else retriever, config)
+    return True
 
 
 def heldout_score(cfg: SelfBoostConfig, k: int) -> float | None:

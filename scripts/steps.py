@@ -11,8 +11,24 @@ import dataclasses
 import importlib
 import socket
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from inference.config import EmbeddingCacheArguments
+
+
+@dataclass
+class RoundArguments(EmbeddingCacheArguments):
+    """What the self-boost driver and a round's evaluation share, declared once: the dataset, its prompt task and
+    evaluated split, and the base models round 1 starts from (and the evaluation compares against)."""
+    dataset_path: str = field(default="", metadata={"help": "dataset folder (BEIR, AIR-Bench or corpus.json)"})
+    task: str = field(default="scifact", metadata={"help": "prompt task (configs/prompts)"})
+    split: str = field(default="test", metadata={"help": "the split whose qrels evaluate each round"})
+    base_retriever: str = field(default="sentence-transformers/all-MiniLM-L6-v2", metadata={
+        "help": "the retriever round 1 starts from"})
+    base_generator: str = field(default="HuggingFaceTB/SmolLM2-135M-Instruct", metadata={
+        "help": "the generator round 1 starts from"})
+    generator_backend: str = field(default="hf", metadata={"help": "hf | openai | vllm"})
 
 
 @dataclass(frozen=True)
@@ -30,12 +46,12 @@ class Step:
     def training(self) -> bool:
         return self.kind == "training"
 
+    def classes(self) -> tuple[type, ...]:
+        return tuple(getattr(importlib.import_module(spec.split(":")[0]), spec.split(":")[1])
+                     for spec in self.argument_classes)
+
     def option_names(self) -> set[str]:
-        names = set()
-        for spec in self.argument_classes:
-            module, cls = spec.split(":")
-            names |= {f.name for f in dataclasses.fields(getattr(importlib.import_module(module), cls))}
-        return names
+        return {f.name for cls in self.classes() for f in dataclasses.fields(cls)}
 
     def directory(self, run_dir: Path, k: int) -> Path:
         return Path(run_dir) / ("round_1" if self.first_round_only else f"round_{k}") / self.folder
@@ -59,7 +75,7 @@ STEPS = (
     Step("train_retriever", "finetune.retriever.train",
          ("finetune.retriever.arguments:RetrieverModelArguments",
           "finetune.retriever.arguments:RetrieverTrainDataArguments",
-          "finetune.retriever.arguments:RetrieverTrainingArguments", "finetune.retriever.train:RunArguments"),
+          "finetune.retriever.arguments:RetrieverTrainingArguments", "finetune.cli:RunArguments"),
          "retriever", upstream=("retriever_data", "distill"), kind="training"),  # distill's rows when distilling
     Step("evaluate", "scripts.evaluate_round", ("scripts.evaluate_round:RoundEvaluationArguments",), "eval",
          upstream=("train_generator", "train_retriever"), kind="evaluation"),

@@ -77,11 +77,11 @@ def test_the_cli_options_for_normalisation_have_one_name():
 CORPUS_ENCODING_CLIS = ("evaluation.evaluate", "evaluation.label_free", "data_generation.generate_retriever_data",
                         "data_generation.generate_retriever_distill_data", "data_generation.rows_from_qrels",
                         "scripts.evaluate_round", "scripts.self_boost", "scripts.rag_demo",
-                        "scripts.dev_label_free_addons")
+                        "experiments.dev_label_free_addons")
 
 
 def test_every_cli_that_encodes_a_corpus_shares_one_cache_option_with_one_default(tmp_path, monkeypatch):
-    """Issue 13: ``embedding_cache`` was declared nine times with two defaults (stage D and E cached nothing unless
+    """``embedding_cache`` was once declared nine times with two defaults (stages D and E cached nothing unless
     told; evaluate cached in the user cache). Now one inherited declaration: 'auto' everywhere."""
     import dataclasses
     import importlib
@@ -147,3 +147,117 @@ def test_moving_the_embedding_cache_does_not_make_a_finished_step_stale(tmp_path
     required = [f"--{n}=x" for n in ("dataset_path", "output_dir", "round_retriever", "round_generator")]
     assert round_parameters(parse_args(RoundEvaluationArguments, [*required, "--embedding_cache", "a"])) == \
         round_parameters(parse_args(RoundEvaluationArguments, [*required, "--embedding_cache", "b"]))
+
+
+PROJECT_PACKAGES = ("data_generation", "evaluation", "finetune", "scripts", "experiments", "inference")
+# A model a CLI uses is named for its role: the one model of its kind, or, where two meet, the base and the round's.
+MODEL_FIELDS = {"retriever", "base_retriever", "round_retriever", "generator", "base_generator", "round_generator",
+                "reranker"}
+# Names that became aliases (each concept has one name): never a field again.
+OLD_NAMES = {"model_name_or_path", "model", "backend", "rerank", "query_instruction_for_retrieval",
+             "passage_instruction_for_retrieval", "max_tokens"}
+# Owned elsewhere and not renamed yet: experiments/transfer_check.py's adapted retriever and its base
+# (→ round_retriever / base_retriever, or retriever / base_retriever).
+PENDING = {("experiments.transfer_check", "model"), ("experiments.transfer_check", "base")}
+
+
+def cli_argument_classes() -> dict[str, list[type]]:
+    """Every CLI (a module that ends in ``run_cli(main)``) → the argument dataclasses in its namespace."""
+    import dataclasses
+    import importlib
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    out = {}
+    for package in PROJECT_PACKAGES:
+        for path in sorted((repo / package).rglob("*.py")):
+            if path.name == "__main__.py" or "run_cli(main" not in path.read_text(encoding="utf-8"):
+                continue
+            name = ".".join(path.relative_to(repo).with_suffix("").parts)
+            if name == "inference.errors":
+                continue
+            module = importlib.import_module(name)
+            out[name] = [c for c in vars(module).values() if isinstance(c, type) and dataclasses.is_dataclass(c)
+                         and c.__module__.split(".")[0] in PROJECT_PACKAGES and c.__name__.endswith(("Arguments",
+                                                                                                   "Config"))]
+    return out
+
+
+def test_one_name_per_concept_across_every_cli():
+    """No two CLIs spell one concept differently: the retriever / generator / reranker a CLI uses, the query
+    instruction, the generation length. The old spellings are aliases (SHARED_ALIASES or a field's own), not
+    fields, and a field whose default is a bundled model is named for that model's role."""
+    import dataclasses
+
+    from inference.config import SHARED_ALIASES
+    from inference.resolver import is_bundled
+
+    clis = cli_argument_classes()
+    assert len(clis) >= 15 and all(clis.values()), {k: v for k, v in clis.items() if not v}
+    shared_aliases = {alias for names in SHARED_ALIASES.values() for alias in names}
+    problems = []
+    for cli, classes in clis.items():
+        for cls in classes:
+            for f in dataclasses.fields(cls):
+                if (cli, f.name) in PENDING:
+                    continue
+                if f.name in OLD_NAMES | shared_aliases or f.name.endswith("_for_retrieval"):
+                    problems.append(f"{cli}: {cls.__name__}.{f.name} is an old name")
+                if isinstance(f.default, str) and f.default and is_bundled(f.default) and f.name not in MODEL_FIELDS:
+                    problems.append(f"{cli}: {cls.__name__}.{f.name} names a model outside {sorted(MODEL_FIELDS)}")
+    assert not problems, "\n".join(problems)
+
+
+def test_the_old_names_are_aliases_that_say_so(tmp_path, capsys):
+    """Each old spelling still works, as a flag and as a YAML key; --help says whose alias it is, and a use prints
+    one note on stderr. The trainers keep the HF name model_name_or_path as an alias of their model's role."""
+    from evaluation.evaluate import EvaluateArguments
+    from finetune.generator.train import GeneratorTrainArguments
+    from finetune.rerank.train import parse as parse_rerank
+    from finetune.retriever.train import parse as parse_retriever
+    from inference.serve import ServeArguments
+
+    data, rows = tmp_path / "data", tmp_path / "a.jsonl"
+    data.mkdir()
+    rows.write_text("")
+    args = parse_args(EvaluateArguments, ["--dataset", str(data), "--max_tokens", "7",
+                                          "--query_instruction_for_retrieval", "q: ", "--rerank", "r"])
+    assert (args.max_new_tokens, args.query_instruction, args.reranker) == (7, "q: ", "r")
+    err = capsys.readouterr().err
+    assert "note: --max_tokens is an alias of --max_new_tokens" in err and err.count("note:") == 3
+    model, _, _, _ = parse_retriever(["--model_name_or_path", "m", "--query_instruction_for_retrieval", "q: ",
+                                      "--passage_instruction_for_retrieval", "p: ", "--train_data", str(rows)])
+    assert (model.retriever, model.query_instruction, model.passage_instruction) == ("m", "q: ", "p: ")
+    assert parse_rerank(["--model_name_or_path", "m", "--train_data", str(rows)])[0].reranker == "m"
+    serve = parse_args(ServeArguments, ["--model", "m", "--backend", "vllm"])
+    assert (serve.generator, serve.generator_backend) == ("m", "vllm")
+    config = tmp_path / "train_generator.yaml"
+    config.write_text(f"model_name_or_path: m\noutput_dir: {tmp_path / 'o'}\ngenerator_data_dir: {data}\n")
+    capsys.readouterr()
+    assert parse_args(GeneratorTrainArguments, ["--config", str(config)]).generator == "m"
+    assert f"note: --model_name_or_path is an alias of --generator (in {config})" in capsys.readouterr().err
+    assert parse_args(EvaluateArguments, ["--dataset", str(data), "--max_new_tokens", "7"]).max_new_tokens == 7
+    assert "note:" not in capsys.readouterr().err  # the one name: no note
+    with pytest.raises(UserError, match="given twice"):
+        parse_args(EvaluateArguments, ["--dataset", str(data), "--max_new_tokens", "7", "--max_tokens", "8"])
+    with pytest.raises(SystemExit):
+        parse_args(EvaluateArguments, ["--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "--max_tokens MAX_NEW_TOKENS alias of --max_new_tokens" in help_text
+    assert "alias of --reranker" in help_text and "alias of --query_instruction" in help_text
+
+
+def test_a_profile_block_may_use_an_old_name_and_the_step_gets_the_one_name(tmp_path, capsys):
+    import yaml
+
+    from scripts.self_boost import SelfBoostConfig, step_plan
+
+    profile = tmp_path / "p.yaml"
+    profile.write_text(yaml.safe_dump({"dataset_path": str(tmp_path), "runs_dir": str(tmp_path / "runs"),
+                                       "train_retriever": {"query_instruction_for_retrieval": "q: "},
+                                       "generator_data": {"max_tokens": 9}}))
+    cfg = parse_args(SelfBoostConfig, ["--config", str(profile)])
+    assert "note: --max_tokens is an alias of --max_new_tokens (generator_data)" in capsys.readouterr().err
+    written = {name: yaml.safe_load(open(cmd[cmd.index("--config") + 1])) for name, _, cmd in step_plan(cfg, 1)}
+    assert written["train_retriever"]["query_instruction"] == "q: " and written["generator_data"]["max_new_tokens"] == 9
+    assert "model_name_or_path" not in written["train_retriever"] and written["train_generator"]["generator"]

@@ -1,8 +1,10 @@
 """Every shipped YAML config parses into its CLI's arguments (a renamed option breaks this, not a user's run)."""
 import importlib
+import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from inference.config import parse_args
 from inference.errors import UserError
@@ -26,35 +28,126 @@ def test_config_parses(path, module):
     parse_args(arg_classes[0], ["--config", str(path)])
 
 
-def test_training_configs_parse():
+def profiles() -> list[Path]:
+    """The self-boost profiles under configs/: the one place their stages' settings live."""
+    return [p for p in sorted((REPO / "configs").glob("*/*.yaml"))
+            if isinstance(data := yaml.safe_load(p.read_text()), dict) and "base_retriever" in data]
+
+
+def parse_profile(profile: Path, runs_dir: Path):
+    """A profile as the driver reads it, here: its GPU environment's Python and its dataset may be absent."""
+    from scripts.self_boost import SelfBoostConfig
+
+    values = yaml.safe_load(profile.read_text())
+    argv = ["--config", str(profile), "--runs_dir", str(runs_dir), "--nproc_per_node", "1"]
+    if "generation_python" in values:
+        argv += ["--generation_python", sys.executable]
+    if not Path(values["dataset_path"]).is_dir():
+        (runs_dir / "data").mkdir(parents=True, exist_ok=True)
+        argv += ["--dataset_path", str(runs_dir / "data")]
+    return parse_args(SelfBoostConfig, argv)
+
+
+def emitted_step_configs(profile: Path, runs_dir: Path, k: int = 1) -> dict[str, dict]:
+    """Each step's standalone config as the driver writes it for round k (``--emit_commands`` writes the same)."""
+    from scripts.self_boost import step_plan
+
+    return {step: yaml.safe_load(Path(cmd[cmd.index("--config") + 1]).read_text()) for step, _, cmd in
+            step_plan(parse_profile(profile, runs_dir), k)}
+
+
+def test_every_profile_writes_step_configs_that_name_only_real_options(tmp_path):
+    """Every step config of every profile (CPU and GPU, rounds 1 and 2) names only its CLI's options. (Building
+    the GPU trainers' TrainingArguments with deepspeed/fp16 needs CUDA: names only, here.)"""
+    from scripts.steps import BY_NAME
+
+    assert {p.relative_to(REPO).as_posix() for p in profiles()} >= {"configs/cpu-demo/scifact.yaml",
+                                                                   "configs/cpu-demo/scifact_full.yaml",
+                                                                   "configs/gpu/scifact.yaml"}
+    for profile in profiles():
+        for k in (1, 2):
+            for step, values in emitted_step_configs(profile, tmp_path / profile.stem / "runs", k).items():
+                unknown = set(values) - BY_NAME[step].option_names()
+                assert not unknown, (profile.name, step, unknown)
+
+
+def test_training_configs_parse(tmp_path):
+    """The CPU profiles' trainer configs parse with the trainers' own parsers; so does the reranker's config."""
     from finetune.generator.train import GeneratorTrainArguments
+    from finetune.rerank.train import parse as parse_rerank
     from finetune.retriever.train import parse
 
-    for path in sorted((REPO / "configs").glob("*/train_generator.yaml")):
-        parse_args(GeneratorTrainArguments, ["--config", str(path)])
-    model_args, data_args, train_args, _ = parse(["--config", str(REPO / "configs/cpu-demo/train_retriever.yaml")])
-    assert train_args.knowledge_distillation and data_args.train_group_size == 8
-    from finetune.rerank.train import parse as parse_rerank
-
+    for name, distils, group in (("scifact", False, 4), ("scifact_full", True, 6)):
+        steps = emitted_step_configs(REPO / "configs" / "cpu-demo" / f"{name}.yaml", tmp_path / name)
+        for rows in steps["train_retriever"]["train_data"]:  # the inputs the option checks want to exist
+            Path(rows).parent.mkdir(parents=True, exist_ok=True)
+            Path(rows).touch()
+        Path(steps["train_generator"]["generator_data_dir"]).mkdir(parents=True, exist_ok=True)
+        for step in ("train_retriever", "train_generator"):
+            (tmp_path / f"{name}-{step}.yaml").write_text(yaml.safe_dump(steps[step]))
+        _, data_args, train_args, _ = parse(["--config", str(tmp_path / f"{name}-train_retriever.yaml")])
+        assert train_args.knowledge_distillation is distils and data_args.train_group_size == group
+        generator = parse_args(GeneratorTrainArguments, ["--config", str(tmp_path / f"{name}-train_generator.yaml")])
+        assert generator.generator == "HuggingFaceTB/SmolLM2-135M-Instruct" and generator.template == "smollm2"
+    rows = tmp_path / "rows.jsonl"
+    rows.touch()
     _, data_args, train_args, _ = parse_rerank(["--config", str(REPO / "configs/cpu-demo/train_reranker.yaml"),
-                                                "--train_data", "rows.jsonl"])
+                                                "--train_data", str(rows)])
     assert data_args.train_group_size == 4 and train_args.learning_rate == 1e-4 and train_args.num_train_epochs == 5
 
 
-def test_gpu_retriever_config_names_only_real_options():
-    # Building TrainingArguments with deepspeed/fp16 needs CUDA and deepspeed; here check every key exists.
+# Standalone configs (not a profile) by file name → the CLI they configure. A self-boost step's CLI has none: its
+# settings live in the profile's block, and a copy here would be a second place to set them.
+STANDALONE = {"evaluate_": "evaluation.evaluate", "train_reranker": "finetune.rerank.train",
+              "generate_queries": "data_generation.generate_queries",
+              "generate_generator_data": "data_generation.generate_generator_data",
+              "generate_retriever_data": "data_generation.generate_retriever_data",
+              "generate_retriever_distill_data": "data_generation.generate_retriever_distill_data",
+              "train_generator": "finetune.generator.train", "train_retriever": "finetune.retriever.train",
+              "evaluate_round": "scripts.evaluate_round"}
+
+
+def test_each_setting_is_defined_in_one_place(tmp_path):
+    """A setting lives once. (1) A standalone config of a step's CLI beside a profile must not set anything to
+    another value than the profile's step config (per-stage copies drifted: train_num 150 there, 96 in the
+    profile); (2) a profile's step block must not restate a top-level setting the driver passes that step (seed,
+    task, ...) with another value."""
     import dataclasses
 
-    import yaml
+    from scripts.self_boost import SelfBoostConfig, step_values
+    from scripts.steps import STEPS
 
-    from finetune.retriever.arguments import (RetrieverTrainDataArguments, RetrieverModelArguments,
-                                              RetrieverTrainingArguments)
-    from finetune.retriever.train import RunArguments
-
-    known = {f.name for cls in (RetrieverModelArguments, RetrieverTrainDataArguments, RetrieverTrainingArguments,
-                                RunArguments) for f in dataclasses.fields(cls)}
-    config = yaml.safe_load((REPO / "configs/gpu/train_retriever.yaml").read_text())
-    assert set(config) <= known, set(config) - known
+    step_by_module = {s.module: s.name for s in STEPS}
+    profile_set = set(profiles())
+    problems = []
+    for path in sorted((REPO / "configs").glob("*/*.yaml")):
+        if path.parent.name == "prompts" or path in profile_set:
+            continue
+        module = next((m for prefix, m in STANDALONE.items() if path.name.startswith(prefix)), None)
+        assert module, f"{path.relative_to(REPO)}: neither a profile nor a standalone config listed in STANDALONE"
+        if module not in step_by_module:
+            continue
+        values = yaml.safe_load(path.read_text()) or {}
+        for profile in (p for p in profile_set if p.parent == path.parent):
+            emitted = emitted_step_configs(profile, tmp_path / profile.parent.name / profile.stem)
+            step = emitted.get(step_by_module[module], {})
+            differ = sorted(k for k in values if k not in step or step[k] != values[k])
+            if differ:
+                problems.append(f"{path.relative_to(REPO)} sets {', '.join(differ)} otherwise than "
+                                f"{profile.relative_to(REPO)}'s {step_by_module[module]} block (or not at all)")
+    top_level = {f.name for f in dataclasses.fields(SelfBoostConfig)}
+    for profile in profile_set:
+        cfg = parse_profile(profile, tmp_path / "top" / profile.parent.name / profile.stem)
+        blocks = {s.name: getattr(cfg, s.name) for s in STEPS}
+        for s in STEPS:
+            setattr(cfg, s.name, {})
+        wired = step_values(cfg, 1, {s.name: tmp_path / s.name for s in STEPS})
+        for step, block in blocks.items():
+            for key, value in block.items():
+                if key in top_level and key in wired[step] and wired[step][key] == getattr(cfg, key) != value:
+                    problems.append(f"{profile.relative_to(REPO)}: {step}.{key} is {value!r}, the top-level "
+                                    f"{key} {getattr(cfg, key)!r}")
+    assert not problems, "\n".join(problems)
 
 
 def test_generating_steps_run_in_the_generation_python_and_training_in_this_one(tmp_path):
@@ -150,18 +243,18 @@ def test_vllm_dtype_and_eager_defaults_follow_the_device():
 
 
 def test_dev_ablation_config_parses_and_names_known_variant_keys():
-    from scripts.dev_ablation import DevAblationArguments
+    from experiments.dev_ablation import DevAblationArguments
 
-    args = parse_args(DevAblationArguments, ["--config", str(REPO / "configs/cpu-demo/dev_ablation.yaml")])
+    args = parse_args(DevAblationArguments, ["--config", str(REPO / "experiments/configs/dev_ablation.yaml")])
     assert args.split == "train" and len(args.variants) >= 2
     with pytest.raises(Exception, match="never on test"):
-        parse_args(DevAblationArguments, ["--config", str(REPO / "configs/cpu-demo/dev_ablation.yaml"),
+        parse_args(DevAblationArguments, ["--config", str(REPO / "experiments/configs/dev_ablation.yaml"),
                                           "--split", "test"])
-    queries = parse_args(DevAblationArguments, ["--config", str(REPO / "configs/cpu-demo/dev_queries.yaml")])
+    queries = parse_args(DevAblationArguments, ["--config", str(REPO / "experiments/configs/dev_queries.yaml")])
     assert [(spec or {}).get("queries") for spec in queries.variants.values()] == [None, None, 480]
     with pytest.raises(Exception, match="number of pseudo-queries"):
         DevAblationArguments(run_config="x", output_dir="y", variants={"v": {"queries": 0}}).validate()
-    teachers = parse_args(DevAblationArguments, ["--config", str(REPO / "configs/cpu-demo/dev_teachers.yaml")])
+    teachers = parse_args(DevAblationArguments, ["--config", str(REPO / "experiments/configs/dev_teachers.yaml")])
     assert [(spec or {}).get("teacher") for spec in teachers.variants.values()] == [None, None, "hybrid", "hybrid"]
 
 
@@ -182,9 +275,10 @@ def test_the_trainers_parse_options_like_every_other_cli(tmp_path):
 
 def test_ablation_configs_parse(tmp_path):
     """The dev ablations and make demo-full's report table parse and validate (variant names, reused retrievers)."""
-    from scripts.dev_ablation import DevAblationArguments
+    from experiments.dev_ablation import DevAblationArguments
 
-    paths = sorted((REPO / "configs").glob("*/dev_*.yaml")) + sorted((REPO / "configs").glob("*/*_ablation.yaml"))
+    configs = REPO / "experiments" / "configs"
+    paths = sorted(configs.glob("dev_*.yaml")) + sorted(configs.glob("*_ablation.yaml"))
     parsed = {p.name: parse_args(DevAblationArguments, ["--config", str(p)]) for p in paths}
     assert len(parsed) >= 4
     report = parsed["scifact_full_ablation.yaml"]

@@ -15,7 +15,7 @@ from data_generation.text import (clean_generated_query, copies_document, is_rep
 
 @pytest.mark.parametrize("seed", range(20))
 def test_keep_rule_equals_its_closed_form(seed):
-    # s_max > r and (s_max − 0.8r)·τ ≥ (s_min − 0.8r)  ⇔  a_max > r and a_min ≤ τ·a_max   (pipeline.md §4)
+    # s_max > r and (s_max − 0.8r)·τ ≥ (s_min − 0.8r)  ⇔ a_max > r and a_min ≤ τ·a_max (docs/design.md §4)
     rng = np.random.default_rng(seed)
     r, tau = float(rng.uniform(0.2, 0.8)), 0.95
     a = rng.uniform(0.1, 0.9, size=4)

@@ -27,7 +27,7 @@ def torchrun_rerank(*args: str) -> subprocess.CompletedProcess:
 def test_torchrun_train_save_reload_and_score(tmp_path, tiny_beir):
     data = write_rows(tmp_path / "train.jsonl", n=12)
     out = tmp_path / "reranker"
-    proc = torchrun_rerank("--model_name_or_path", "sentence-transformers/all-MiniLM-L6-v2",
+    proc = torchrun_rerank("--reranker", "sentence-transformers/all-MiniLM-L6-v2",
                            "--train_data", str(data), "--output_dir", str(out), "--per_device_train_batch_size", "2",
                            "--train_group_size", "4", "--max_length", "64", "--learning_rate", "1e-4",
                            "--max_steps", "8")
@@ -49,7 +49,7 @@ def test_torchrun_train_save_reload_and_score(tmp_path, tiny_beir):
     # The evaluation harness reports both stages for each method (its CLI main, in this process).
     from evaluation.evaluate import main as evaluate_main
 
-    assert evaluate_main(["--dataset", str(tiny_beir), "--method", "raw", "--rerank", str(out), "--rerank_top_k",
+    assert evaluate_main(["--dataset", str(tiny_beir), "--method", "raw", "--reranker", str(out), "--rerank_top_k",
                           "4", "--embedding_cache", "none",
                           "--output", str(tmp_path / "r.json")]) == 0
     report = json.loads((tmp_path / "r.json").read_text())
@@ -103,7 +103,7 @@ def test_query_likelihood_reranker_scores_the_query_as_the_generators_reply(tiny
 
     from evaluation.evaluate import main as evaluate_main
 
-    assert evaluate_main(["--dataset", str(tiny_beir), "--methods", "bm25", "--rerank",
+    assert evaluate_main(["--dataset", str(tiny_beir), "--methods", "bm25", "--reranker",
                           "HuggingFaceTB/SmolLM2-135M-Instruct", "--rerank_type", "query_likelihood",
                           "--rerank_top_k", "2", "--rerank_weight", "0.3,1", "--embedding_cache", "none",
                           "--output", str(tmp_path / "r.json")]) == 0
@@ -175,7 +175,7 @@ def test_colbert_zero_shot_and_trained_under_torchrun(tmp_path):
 
     data = write_rows(tmp_path / "train.jsonl", n=12)
     out = tmp_path / "colbert"
-    torchrun_rerank("--model_type", "colbert", "--model_name_or_path", "sentence-transformers/all-MiniLM-L6-v2",
+    torchrun_rerank("--model_type", "colbert", "--reranker", "sentence-transformers/all-MiniLM-L6-v2",
                     "--train_data", str(data), "--output_dir", str(out), "--per_device_train_batch_size", "2",
                     "--train_group_size", "4", "--max_length", "64", "--query_max_len", "24",
                     "--learning_rate", "1e-4", "--max_steps", "8")
@@ -191,7 +191,7 @@ def test_llm_reranker_lora_with_distillation_under_torchrun(tmp_path):
 
     data = write_rows(tmp_path / "train.jsonl", n=4)  # rows carry RLGF-style teacher scores
     out = tmp_path / "llm"
-    proc = torchrun_rerank("--model_type", "llm", "--model_name_or_path", "HuggingFaceTB/SmolLM2-135M-Instruct",
+    proc = torchrun_rerank("--model_type", "llm", "--reranker", "HuggingFaceTB/SmolLM2-135M-Instruct",
                            "--train_data", str(data), "--output_dir", str(out), "--per_device_train_batch_size", "1",
                            "--train_group_size", "3", "--max_length", "160", "--learning_rate", "2e-4",
                            "--max_steps", "3", "--knowledge_distillation", "true",

@@ -32,7 +32,7 @@ def write_rows(path: Path, n: int = 8) -> Path:
 
 
 def common_args(data: Path, out: Path) -> list[str]:
-    return ["--model_name_or_path", "sentence-transformers/all-MiniLM-L6-v2", "--train_data", str(data),
+    return ["--retriever", "sentence-transformers/all-MiniLM-L6-v2", "--train_data", str(data),
             "--output_dir", str(out), "--per_device_train_batch_size", "2", "--train_group_size", "3",
             "--query_max_len", "24", "--passage_max_len", "48", "--learning_rate", "1e-4", "--logging_steps", "1",
             "--use_cpu", "true", "--seed", "3", "--temperature", "0.05", "--warmup_steps", "0"]
@@ -208,12 +208,12 @@ def test_llm_embedder_lora_last_pooling_with_instructions(tmp_path):
     model is merged (no peft needed) and loads in Embedder with the same pooling."""
     data = write_rows(tmp_path / "train.jsonl", n=4)
     out = tmp_path / "llm-embedder"
-    proc = run_module("finetune.retriever.train", "--model_name_or_path", "HuggingFaceTB/SmolLM2-135M-Instruct",
+    proc = run_module("finetune.retriever.train", "--retriever", "HuggingFaceTB/SmolLM2-135M-Instruct",
                       "--train_data", str(data), "--output_dir", str(out), "--per_device_train_batch_size", "2",
                       "--train_group_size", "2", "--query_max_len", "24", "--passage_max_len", "48",
                       "--learning_rate", "1e-4", "--max_steps", "2", "--use_cpu", "true", "--seed", "3",
                       "--temperature", "0.05", "--use_lora", "true", "--pooling_method", "last",
-                      "--query_instruction_for_retrieval", "Query: ", "--passage_instruction_for_retrieval",
+                      "--query_instruction", "Query: ", "--passage_instruction",
                       "Passage: ", "--save_steps", "100", timeout=900)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert not (out / "adapter_config.json").exists() and (out / "modules.json").is_file()

@@ -214,19 +214,20 @@ def test_a_finished_step_with_other_parameters_or_inputs_is_refused_not_reported
 def test_round_sh_names_the_failing_step(run, tmp_path):
     config = yaml.safe_load(run["config"].read_text())
     config["runs_dir"] = str(tmp_path / "runs")
-    config["dataset_path"] = str(tmp_path / "missing-dataset")
+    config["dataset_path"] = str(tmp_path / "empty-dataset")  # a missing one is refused before any step is planned
+    (tmp_path / "empty-dataset").mkdir()
     (tmp_path / "cfg" / "bad").mkdir(parents=True)
     (tmp_path / "cfg" / "bad" / "scifact.yaml").write_text(yaml.safe_dump(config))
     env = {**os.environ, "RIR_CONFIG_DIR": str(tmp_path / "cfg")}
     sh = subprocess.run(["bash", "scripts/round.sh", "scifact", "1", "bad"], cwd=REPO, env=env,
                         capture_output=True, text=True, timeout=300)
     assert sh.returncode == 1 and "step 'queries' failed" in sh.stderr
-    assert "dataset folder not found" in sh.stderr
+    assert "not a dataset folder" in sh.stderr
 
 
 def test_dev_ablation_retrains_per_variant_on_the_rounds_rows_and_scores_on_train_qrels(run, slice_with_qrels,
                                                                                           tmp_path):
-    """scripts.dev_ablation on the finished round: a round-trip variant trains on exactly the mined rows whose
+    """experiments.dev_ablation on the finished round: a round-trip variant trains on exactly the mined rows whose
     source ranked in the top k, is scored on train-qrels dev queries with a paired p-value against the base, and a
     rerun reuses finished variants. Test qrels are refused."""
     dev_data = tmp_path / "data"
@@ -240,7 +241,7 @@ def test_dev_ablation_retrains_per_variant_on_the_rounds_rows_and_scores_on_trai
                 "variants": {"base": {"train": False},
                              "round trip k=1": {"round_trip": 1, "train_retriever": {"knowledge_distillation": False}}}}
     (tmp_path / "ablation.yaml").write_text(yaml.safe_dump(ablation, sort_keys=False))
-    proc = run_module("scripts.dev_ablation", "--config", str(tmp_path / "ablation.yaml"), timeout=900)
+    proc = run_module("experiments.dev_ablation", "--config", str(tmp_path / "ablation.yaml"), timeout=900)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     mined = [json.loads(line) for line in (run["run_dir"] / "round_1" / "synthetic" / "retriever_data" /
                                              "train.jsonl").read_text().splitlines()]
@@ -254,9 +255,9 @@ def test_dev_ablation_retrains_per_variant_on_the_rounds_rows_and_scores_on_trai
     assert dev["run"]["split"] == "train" and dev["run"]["queries_evaluated"] == 6
     assert results[1]["ndcg@10"] == dev["methods"]["raw"]["ndcg@10"] and 0 < results[1]["vs_base"]["p_value"] <= 1
     assert "| round trip k=1 |" in (tmp_path / "ablation" / "results.md").read_text()
-    again = run_module("scripts.dev_ablation", "--config", str(tmp_path / "ablation.yaml"), timeout=600)
+    again = run_module("experiments.dev_ablation", "--config", str(tmp_path / "ablation.yaml"), timeout=600)
     assert again.returncode == 0 and "evaluation.evaluate" not in again.stdout  # finished variants are reused
-    refused = run_module("scripts.dev_ablation", "--config", str(tmp_path / "ablation.yaml"), "--split", "test")
+    refused = run_module("experiments.dev_ablation", "--config", str(tmp_path / "ablation.yaml"), "--split", "test")
     assert refused.returncode == 2 and "never on test" in refused.stderr
 
 
@@ -276,7 +277,7 @@ def test_ablation_report_pairs_each_row_with_the_row_above_on_the_full_test_spli
                              "+ QL": {"retriever_of": "trained", "method": "label_free",
                                       "rerank": {"top_k": 2, "weight": 0.3}}}}
     (tmp_path / "ablation.yaml").write_text(yaml.safe_dump(ablation, sort_keys=False))
-    proc = run_module("scripts.dev_ablation", "--config", str(tmp_path / "ablation.yaml"), timeout=900)
+    proc = run_module("experiments.dev_ablation", "--config", str(tmp_path / "ablation.yaml"), timeout=900)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert proc.stdout.count("-m finetune.retriever.train") == 1          # the reusing rows trained nothing
     variants = tmp_path / "ablation" / "variants"
@@ -310,7 +311,7 @@ def test_dev_ablation_queries_variant_reruns_the_rounds_query_and_mining_steps_w
     """``queries: n`` reruns round 1's own query and retriever-data step configs with only ``train_num`` and the
     paths changed, so the variant differs from the profile in the number of pseudo-queries alone."""
     from inference.config import parse_args
-    from scripts.dev_ablation import DevAblationArguments, pseudo_query_rows
+    from experiments.dev_ablation import DevAblationArguments, pseudo_query_rows
     from scripts.self_boost import SelfBoostConfig
 
     cfg = parse_args(SelfBoostConfig, ["--config", str(run["config"])])

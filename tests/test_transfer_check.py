@@ -1,11 +1,11 @@
-"""scripts.transfer_check: an adapted retriever and its base through plain sentence-transformers on other corpora."""
+"""experiments.transfer_check: an adapted retriever and its base through plain sentence-transformers on other corpora."""
 import json
 
 import pytest
 
 from conftest import MINILM, write_beir
 from inference.errors import UserError
-from scripts.transfer_check import main, passes
+from experiments.transfer_check import main, passes
 
 
 def test_transfer_check_scores_both_models_as_the_evaluator_does(tmp_path, minilm):

@@ -221,3 +221,33 @@ def test_the_dpo_merged_generator_loads_in_vllm_by_path(merged_generator):
     assert all(t[0].strip() and "<|im_end|>" not in t[0] for t in text)
     hf = load_generator(str(merged_generator), backend="hf", show_progress=False)
     assert text == hf.generate(PROMPTS, max_new_tokens=24)           # the same merged weights as hf loads
+
+
+QWEN = "Qwen/Qwen2.5-Coder-0.5B-Instruct"
+
+
+@pytest.fixture(scope="module")
+def qwen_engine():
+    """Qwen 0.5B (the bundled GGUF's de-quantised folder; make test-vllm installs its packages) in vLLM."""
+    from inference.generators import load_generator
+
+    return load_generator(QWEN, backend="vllm", show_progress=False, max_model_len=1024)
+
+
+def test_qwen_stops_at_im_end_in_the_engine_with_the_hf_backends_ids_and_text(qwen_engine, monkeypatch):
+    """One stop rule and one BOS rule: the engine is told <|im_end|> and <|endoftext|>, gets the hf backend's
+    token ids, ends its turn before the budget, and writes the hf backend's words."""
+    from inference.generators import load_generator
+    from inference.generators.base import prompt_token_ids
+
+    recorder = EngineSpy(qwen_engine.llm)
+    monkeypatch.setattr(qwen_engine.llm, "generate", recorder)
+    prompts = ["Say hello in French.", "Name a primary colour in one word."]
+    out = qwen_engine.generate(prompts, max_new_tokens=48)
+    (sent, params, outputs), = recorder.calls
+    assert {151645, 151643} <= set(params.stop_token_ids)
+    hf = load_generator(QWEN, backend="hf", show_progress=False)
+    assert [p["prompt_token_ids"] for p in sent] == [prompt_token_ids(hf.tokenizer, p, "chat") for p in prompts]
+    assert all(len(o.outputs[0].token_ids) < 48 for o in outputs)  # each reply ended its turn
+    assert all(text and "<|im" not in text for [text] in out)
+    assert out == hf.generate(prompts, max_new_tokens=48)

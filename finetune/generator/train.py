@@ -1,10 +1,14 @@
 """Generator DPO (stage C) through LLaMA-Factory: write its YAML, run ``llamafactory-cli train`` (LoRA),
 ``llamafactory-cli export`` (merge), and save the base tokenizer + chat template beside the merged weights.
 
-    python -m finetune.generator.train --config configs/cpu-demo/train_generator.yaml [--flag value ...]
+    python -m finetune.generator.train --config CONFIG [--flag value ...]
+
+CONFIG: a YAML of the options below, e.g. ``runs/cpu-demo-scifact/round_1/configs/train_generator.yaml``, which
+``python -m scripts.self_boost --config configs/cpu-demo/scifact.yaml --emit_commands`` writes from the profile's
+``train_generator`` block (the one place those settings live) and the round's model and pairs.
 
 Defaults are the paper's: DPO with the sigmoid loss, β 0.1, LoRA r 32 / α 64 on all linear layers, lr 1e-5,
-cosine schedule, one epoch. Fixed by default (pipeline.md §10.12): ``val_size 0`` (the reference silently
+cosine schedule, one epoch. Fixed by default (docs/design.md §10.12): ``val_size 0`` (the reference silently
 dropped 5% of the pairs) and no DeepSpeed scheduler overriding the cosine schedule (our ZeRO configs in
 ``configs/deepspeed/`` carry no scheduler). The merged model loads by path with transformers, vLLM and our
 ``hf`` backend. A rerun after a crash resumes from LLaMA-Factory's newest checkpoint; a finished run is a no-op.
@@ -40,11 +44,13 @@ TEMPLATES = (("smollm2", "smollm2"), ("llama-3", "llama3"), ("llama3", "llama3")
 @dataclass
 class GeneratorTrainArguments:
     """DPO-train the generator on RLRF pairs with LLaMA-Factory, then merge the LoRA adapter."""
-    model_name_or_path: str = "HuggingFaceTB/SmolLM2-135M-Instruct"
+    generator: str = field(default="HuggingFaceTB/SmolLM2-135M-Instruct", metadata={
+        "help": "the generator to DPO-train: name or path", "aliases": ("model_name_or_path",)})
     output_dir: str = ""
     generator_data_dir: str | None = field(default=None, metadata={"help": "output_dir of generate_generator_data"})
     dataset_dir: str | None = field(default=None, metadata={"help": "or: a LLaMA-Factory dataset_dir ..."})
-    dataset: str | None = field(default=None, metadata={"help": "... and the dataset name in its dataset_info.json"})
+    dataset: str | None = field(default=None, metadata={"help": "... and the dataset name in its dataset_info.json",
+                                                        "path": None})  # a name, not a folder (option_checks)
     template: str = field(default="auto", metadata={"help": "LLaMA-Factory chat template (auto: from the model name)"})
     pref_beta: float = 0.1
     pref_loss: str = "sigmoid"
@@ -177,8 +183,8 @@ def train(args: GeneratorTrainArguments) -> dict:
         return {"merged_model": str(merged), "skipped": True}
     dataset_dir, dataset, data_manifest = resolve_dataset(args)
     data_file = dataset_dir / dataset_entry(dataset_dir, dataset)["file_name"]
-    base = resolve_model_path(args.model_name_or_path)
-    template = args.template if args.template != "auto" else pick_template(args.model_name_or_path, base)
+    base = resolve_model_path(args.generator)
+    template = args.template if args.template != "auto" else pick_template(args.generator, base)
     out.mkdir(parents=True, exist_ok=True)
     write_manifest(out, STAGE, "running", parameters=params)
     if not (adapter / "adapter_model.safetensors").is_file():
@@ -189,7 +195,7 @@ def train(args: GeneratorTrainArguments) -> dict:
     if not (merged / "config.json").is_file():
         export_merged(base, adapter, template, out, merged)
     write_manifest(out, STAGE, "complete", parameters=params, inputs={"dataset": input_record(data_file)},
-                   models={"base": args.model_name_or_path, "base_path": base, "template": template},
+                   models={"base": args.generator, "base_path": base, "template": template},
                    previous_stage={"generate_generator_data": data_manifest.get("output")} if data_manifest else {},
                    output={"merged_model": "merged_model", "adapter": "adapter"},
                    wall_seconds=round(time.perf_counter() - started, 1))

@@ -8,8 +8,8 @@ from transformers import TrainingArguments
 
 @dataclass
 class RerankerModelArguments:
-    model_name_or_path: str = field(default="sentence-transformers/all-MiniLM-L6-v2",
-                                    metadata={"help": "a cross-encoder, or an encoder to start one from"})
+    reranker: str = field(default="sentence-transformers/all-MiniLM-L6-v2", metadata={
+        "help": "a cross-encoder, or an encoder to start one from", "aliases": ("model_name_or_path",)})
     model_type: str = field(default="cross-encoder", metadata={"help": "cross-encoder | colbert | llm"})
     use_lora: bool = field(default=True, metadata={"help": "llm: train LoRA adapters (merged into the saved model)"})
     lora_rank: int = 16

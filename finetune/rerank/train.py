@@ -15,10 +15,8 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from finetune.cli import (apply_lora, replica_drift, resume_checkpoint, training_main,
+from finetune.cli import (apply_lora, parse_trainer_args, replica_drift, resume_checkpoint, training_main,
                           write_training_manifest)
-from finetune.retriever.train import RunArguments
-from inference.config import parse_args
 from inference.errors import UserError, run_cli
 from inference.io import atomic_write_json
 
@@ -28,11 +26,8 @@ logger = logging.getLogger(__name__)
 
 
 def parse(argv: Sequence[str]):
-    model_args, data_args, train_args, run_args = parse_args(
-        (RerankerModelArguments, RerankerDataArguments, RerankerTrainingArguments, RunArguments), argv,
-        prog="python -m finetune.rerank")
-    if not data_args.train_data:
-        raise UserError("required", field="train_data")
+    model_args, data_args, train_args, run_args = parse_trainer_args(
+        (RerankerModelArguments, RerankerDataArguments, RerankerTrainingArguments), argv, "python -m finetune.rerank")
     if model_args.model_type not in ("cross-encoder", "colbert", "llm"):
         raise UserError("must be cross-encoder, colbert or llm", field="model_type")
     if data_args.train_group_size < 2:
@@ -45,7 +40,7 @@ def build_model(model_args: RerankerModelArguments):
 
     from inference.resolver import resolve_model_path
 
-    path = resolve_model_path(model_args.model_name_or_path)
+    path = resolve_model_path(model_args.reranker)
     remote = model_args.trust_remote_code
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=remote)
@@ -59,7 +54,7 @@ def build_model(model_args: RerankerModelArguments):
             model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, trust_remote_code=remote)
     except (OSError, ValueError) as exc:
         raise UserError(f"cannot load model: {str(exc).splitlines()[0]}",
-                        field=f"model_name_or_path {model_args.model_name_or_path}") from None
+                        field=f"reranker {model_args.reranker}") from None
     if tokenizer.pad_token is None:  # decoder checkpoints
         tokenizer.pad_token = tokenizer.eos_token
         model.config.pad_token_id = tokenizer.pad_token_id
@@ -114,7 +109,7 @@ def train(model_args, data_args, train_args, run_args) -> dict:
                           {"kind": model_args.model_type, "max_length": data_args.max_length,
                            "query_max_length": data_args.query_max_len})
     write_training_manifest("train_reranker", trainer, result, model_args, data_args, train_args,
-                            {"base": model_args.model_name_or_path, "kind": model_args.model_type}, len(dataset),
+                            {"base": model_args.reranker, "kind": model_args.model_type}, len(dataset),
                             drift)
     return {"global_step": trainer.state.global_step, "train_loss": result.training_loss}
 

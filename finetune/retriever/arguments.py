@@ -11,11 +11,12 @@ TRAINING_TYPES = ("retrieval", "retrieval_answer", "answer")
 
 @dataclass
 class RetrieverModelArguments:
-    model_name_or_path: str = field(default="sentence-transformers/all-MiniLM-L6-v2")
+    retriever: str = field(default="sentence-transformers/all-MiniLM-L6-v2", metadata={
+        "help": "the retriever to fine-tune: name or path", "aliases": ("model_name_or_path",)})
     pooling_method: str | None = field(default=None, metadata={"help": "cls | mean | last (default: model folder)"})
     normalize_embeddings: bool | None = field(default=None, metadata={"help": "default: model folder, else True"})
-    query_instruction_for_retrieval: str | None = None
-    passage_instruction_for_retrieval: str | None = None
+    query_instruction: str | None = None
+    passage_instruction: str | None = None
     query_instruction_format: str = "{}{}"
     use_lora: bool = field(default=False, metadata={"help": "LoRA for decoder embedders (pooling last)"})
     lora_rank: int = 32
@@ -43,7 +44,7 @@ class RetrieverTrainDataArguments:
 
 @dataclass
 class RetrieverTrainingArguments(TrainingArguments):
-    temperature: float = field(default=0.02, metadata={"help": "τ for query–passage scores"})
+    temperature: float = field(default=0.02, metadata={"help": "τ for query–passage scores", "min_exclusive": 0})
     negatives_cross_device: bool = field(default=False, metadata={"help": "all-gather passages over ranks"})
     use_inbatch_neg: bool = field(default=True, metadata={"help": "other queries' passages as negatives"})
     knowledge_distillation: bool = False

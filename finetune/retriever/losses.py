@@ -1,4 +1,4 @@
-"""Retriever training losses (pipeline.md §8), each a small module checked by hand in the tests.
+"""Retriever training losses (docs/design.md §8), each a small module checked by hand in the tests.
 
 Shapes: B queries, G passages per query (group 0 is the positive), answers B. Scores are dot products divided
 by a temperature. Passages/answers may be gathered from other devices first (more negatives); the target
@@ -72,7 +72,7 @@ class KLDistillationLoss(nn.Module):
     """``kl_div``: −Σ softmax(t / T_t) · log_softmax(group scores / τ), averaged over queries.
 
     With the RLGF teacher scores 1, 1/2, 1/3, ... a teacher temperature T_t < 1 sharpens an otherwise almost
-    flat target (pipeline.md §8)."""
+    flat target (docs/design.md §8)."""
 
     def __init__(self, temperature: float = 0.02, teacher_temperature: float = 1.0):
         super().__init__()
@@ -125,7 +125,7 @@ class RetrieverLoss(nn.Module):
 
 def build_retriever_loss(args) -> RetrieverLoss:
     """The terms ``training_type``, ``knowledge_distillation``, ``kd_loss_type``, ``use_inbatch_neg`` and
-    ``normalize_answer`` select (pipeline.md §8). ``m3_kd_loss`` replaces InfoNCE (its first step is InfoNCE);
+    ``normalize_answer`` select (docs/design.md §8). ``m3_kd_loss`` replaces InfoNCE (its first step is InfoNCE);
     ``kl_div`` is added to it."""
     terms: dict[str, Callable[[EncodedBatch], torch.Tensor]] = {}
     if args.training_type in ("retrieval", "retrieval_answer"):

@@ -1,7 +1,11 @@
 """Retriever fine-tuning (stage F): contrastive + distillation + answer losses with ``transformers.Trainer``.
 
-    torchrun --nproc_per_node N -m finetune.retriever.train --config configs/cpu-demo/train_retriever.yaml [--flag value ...]
+    torchrun --nproc_per_node N -m finetune.retriever.train --config CONFIG [--flag value ...]
     python -m finetune.retriever.train ...          # one process
+
+CONFIG: a YAML of the options below, e.g. ``runs/cpu-demo-scifact/round_1/configs/train_retriever.yaml``, which
+``python -m scripts.self_boost --config configs/cpu-demo/scifact.yaml --emit_commands`` writes from the profile's
+``train_retriever`` block (the one place those settings live) and the round's model and rows.
 
 Flags override the YAML; unknown keys are errors. The run resumes automatically from the newest
 ``checkpoint-*`` in ``output_dir`` (``--auto_resume false`` to start over). The saved model is a
@@ -11,13 +15,11 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from finetune.cli import (apply_lora, replica_drift, resume_checkpoint, training_main,
+from finetune.cli import (apply_lora, parse_trainer_args, replica_drift, resume_checkpoint, training_main,
                           write_training_manifest)
-from inference.config import parse_args
 from inference.errors import UserError, run_cli
 
 from .arguments import (KD_LOSS_TYPES, TRAINING_TYPES, RetrieverTrainDataArguments, RetrieverModelArguments,
@@ -26,18 +28,10 @@ from .arguments import (KD_LOSS_TYPES, TRAINING_TYPES, RetrieverTrainDataArgumen
 logger = logging.getLogger(__name__)
 
 
-@dataclass
-class RunArguments:
-    auto_resume: bool = field(default=True, metadata={"help": "continue from the newest checkpoint in output_dir"})
-    skip_if_complete: bool = field(default=True, metadata={"help": "a finished run (manifest complete) is a no-op"})
-
-
 def parse(argv: Sequence[str]):
-    model_args, data_args, train_args, run_args = parse_args(
-        (RetrieverModelArguments, RetrieverTrainDataArguments, RetrieverTrainingArguments, RunArguments), argv,
-        prog="python -m finetune.retriever.train")
-    if not data_args.train_data:
-        raise UserError("required", field="train_data")
+    model_args, data_args, train_args, run_args = parse_trainer_args(
+        (RetrieverModelArguments, RetrieverTrainDataArguments, RetrieverTrainingArguments), argv,
+        "python -m finetune.retriever.train")
     if train_args.kd_loss_type not in KD_LOSS_TYPES:
         raise UserError(f"must be one of {', '.join(KD_LOSS_TYPES)}", field="kd_loss_type")
     if train_args.training_type not in TRAINING_TYPES:
@@ -55,7 +49,7 @@ def build_model(model_args: RetrieverModelArguments):
 
     from .modeling import EmbeddingModel
 
-    path = resolve_model_path(model_args.model_name_or_path)
+    path = resolve_model_path(model_args.retriever)
     defaults = sentence_transformers_defaults(Path(path), model_args.pooling_method is None) \
         if Path(path).is_dir() else {}
     pooling = model_args.pooling_method or defaults.get("pooling_method", "cls")
@@ -66,7 +60,7 @@ def build_model(model_args: RetrieverModelArguments):
         backbone = AutoModel.from_pretrained(path, trust_remote_code=model_args.trust_remote_code)
     except (OSError, ValueError) as exc:
         raise UserError(f"cannot load model: {str(exc).splitlines()[0]}",
-                        field=f"model_name_or_path {model_args.model_name_or_path}") from None
+                        field=f"retriever {model_args.retriever}") from None
     if pooling == "last":
         tokenizer.padding_side = "left"
         if tokenizer.pad_token is None:
@@ -108,8 +102,8 @@ def train(model_args, data_args, train_args, run_args) -> dict:
         raise UserError(f"{len(dataset)} training rows cannot fill one global batch of "
                         f"{train_args.per_device_train_batch_size * world}", field="train_data")
     collator = RetrieverCollator(tokenizer, data_args.query_max_len, data_args.passage_max_len,
-                                 model_args.query_instruction_for_retrieval or None,
-                                 model_args.passage_instruction_for_retrieval or None,
+                                 model_args.query_instruction or None,
+                                 model_args.passage_instruction or None,
                                  model_args.query_instruction_format,
                                  with_answers="answer" in train_args.training_type)
     if train_args.gradient_checkpointing:
@@ -125,7 +119,7 @@ def train(model_args, data_args, train_args, run_args) -> dict:
     summary = {"global_step": trainer.state.global_step, "train_loss": result.training_loss,
                "log_history": trainer.state.log_history, "resumed_from": resume}
     write_training_manifest("train_retriever", trainer, result, model_args, data_args, train_args,
-                            {"base": model_args.model_name_or_path, "pooling": model.pooling_method,
+                            {"base": model_args.retriever, "pooling": model.pooling_method,
                              "normalize": model.normalize}, len(dataset), drift)
     return summary
 

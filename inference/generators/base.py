@@ -49,6 +49,21 @@ class GenerationStats:
                 "cache_hits": self.cache_hits}
 
 
+# Tokens that end an assistant turn in the chat families we meet (ChatML: SmolLM2, Qwen; Llama-3; Phi-3).
+CHAT_TURN_ENDS = ("<|im_end|>", "<|eot_id|>", "<|end|>")
+
+
+def stop_token_ids(tokenizer, generation_eos=None) -> list[int]:
+    """Every id a reply may end with, one rule for every local backend and the query-likelihood scorer: the
+    generation config's eos (an id or a list), the tokenizer's eos, and the chat turn terminators its vocabulary
+    holds. A Qwen GGUF tokenizer says eos <|endoftext|> while a chat turn ends with <|im_end|>: both stop."""
+    ids = set(generation_eos if isinstance(generation_eos, (list, tuple)) else [generation_eos])
+    ids.add(tokenizer.eos_token_id)
+    vocab = tokenizer.get_vocab()
+    ids.update(vocab[token] for token in CHAT_TURN_ENDS if token in vocab)
+    return sorted(i for i in ids if isinstance(i, int) and i >= 0)
+
+
 def wrap_instruction(prompt: str) -> str:
     return INSTRUCTION_WRAPPER.format(prompt=prompt)
 
@@ -59,6 +74,19 @@ def cut_at_stop(text: str, stops: Sequence[str]) -> str:
         if pos >= 0:
             text = text[:pos]
     return text.strip()
+
+
+def prompt_token_ids(tokenizer, prompt: str, prompt_format: str) -> list[int]:
+    """A prompt's input ids, tokenised once: the one BOS rule of every local backend (hf generation and scoring,
+    vLLM). Chat: the template alone decides the special tokens (its BOS is
+    the only one; the reference stripped a leading token by position instead, docs/design.md §10.14).
+    Instruction / plain: the tokenizer's usual special tokens."""
+    if prompt_format == "chat" and getattr(tokenizer, "chat_template", None):
+        ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=True,
+                                            add_generation_prompt=True)
+        return list(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids)
+    text = wrap_instruction(prompt) if prompt_format == "instruction" else prompt
+    return list(tokenizer(text, add_special_tokens=True)["input_ids"])
 
 
 class Generator(abc.ABC):

@@ -8,8 +8,9 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import UserError
-from ..resolver import SMOLLM2_EOS, resolve_model_path
-from .base import DEFAULT_REPETITION_PENALTY, Generator, cut_at_stop, wrap_instruction
+from ..resolver import resolve_model_path
+from .base import (DEFAULT_REPETITION_PENALTY, Generator, cut_at_stop, prompt_token_ids, stop_token_ids,
+                   wrap_instruction)
 
 logger = logging.getLogger(__name__)
 
@@ -48,19 +49,7 @@ class HFGenerator(Generator):
         self.max_prompt_tokens = max_prompt_tokens or limit
 
     def _eos_ids(self) -> list[int]:
-        ids = set()
-        gen_eos = self.model.generation_config.eos_token_id
-        if gen_eos is not None:
-            ids.update(gen_eos if isinstance(gen_eos, list) else [gen_eos])
-        if self.tokenizer.eos_token_id is not None:
-            ids.add(self.tokenizer.eos_token_id)
-        # Chat models end a turn with their own terminator; stop there too (e.g. SmolLM2 / Qwen <|im_end|>).
-        for token in (SMOLLM2_EOS, "<|eot_id|>", "<|end|>"):
-            tid = self.tokenizer.convert_tokens_to_ids(token)
-            if isinstance(tid, int) and tid != self.tokenizer.unk_token_id and tid is not None and tid >= 0:
-                if token in self.tokenizer.get_vocab():
-                    ids.add(tid)
-        return sorted(ids)
+        return stop_token_ids(self.tokenizer, self.model.generation_config.eos_token_id)
 
     def format_prompt(self, prompt: str) -> str:
         if self.prompt_format == "chat" and self.tokenizer.chat_template:
@@ -72,10 +61,8 @@ class HFGenerator(Generator):
 
     def _generate(self, prompts: list[str], *, n: int, temperature: float, top_p: float,
                   max_new_tokens: int, seed: int | None) -> list[list[str]]:
-        texts = [self.format_prompt(p) for p in prompts]
-        # The chat template already holds any BOS; do not let the tokenizer add a second one.
-        add_special = not (self.prompt_format == "chat" and self.tokenizer.chat_template)
-        encoded = self.tokenizer(texts, add_special_tokens=add_special, truncation=False)["input_ids"]
+        # The vLLM backend's ids exactly: a chat template's own BOS is the only one.
+        encoded = [prompt_token_ids(self.tokenizer, p, self.prompt_format) for p in prompts]
         too_long = [i for i, ids in enumerate(encoded) if len(ids) > self.max_prompt_tokens]
         if too_long:
             logger.warning("%d prompt(s) exceed %d tokens and are cut from the left", len(too_long),
@@ -118,11 +105,10 @@ class HFGenerator(Generator):
         return results
 
     def continuation_logprobs(self, prompts, continuations) -> list[float]:
-        add_special = not (self.prompt_format == "chat" and self.tokenizer.chat_template)
         pairs = []
         for prompt, continuation in zip(prompts, continuations, strict=True):
             cont = self.tokenizer(continuation, add_special_tokens=False)["input_ids"]
-            head = self.tokenizer(self.format_prompt(prompt), add_special_tokens=add_special)["input_ids"]
+            head = prompt_token_ids(self.tokenizer, prompt, self.prompt_format)
             pairs.append((head[-max(1, self.max_prompt_tokens - len(cont)):], cont))
         scores = [float("-inf")] * len(pairs)
         order = sorted(range(len(pairs)), key=lambda i: -sum(map(len, pairs[i])))

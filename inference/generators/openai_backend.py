@@ -1,7 +1,7 @@
 """OpenAI-compatible backend: any server speaking ``/v1/chat/completions`` (OpenAI, vLLM serve, our
 ``inference.serve``, ...).
 
-Fixes the reference's GPTAgent (pipeline.md §10.15): a shared client, a bounded thread pool,
+Fixes the reference's GPTAgent (docs/design.md §10.15): a shared client, a bounded thread pool,
 exponential backoff with jitter on 429 / 5xx / timeouts / dropped connections (honouring
 ``Retry-After``), a hard cap on attempts, no retry on other 4xx (a bad model name will not fix itself),
 and an on-disk response cache keyed by model + prompt + sampling parameters + sample index, so a rerun

@@ -8,7 +8,7 @@ import logging
 
 from ..errors import UserError
 from ..resolver import resolve_model_path
-from .base import DEFAULT_REPETITION_PENALTY, Generator, cut_at_stop, wrap_instruction
+from .base import DEFAULT_REPETITION_PENALTY, Generator, cut_at_stop, prompt_token_ids, stop_token_ids
 
 logger = logging.getLogger(__name__)
 
@@ -59,16 +59,14 @@ def shutdown_engines() -> None:
             core.shutdown()
 
 
-def prompt_token_ids(tokenizer, prompt: str, prompt_format: str) -> list[int]:
-    """The engine's input ids, tokenised once. Chat: the template alone decides the special tokens (its BOS is
-    the only one; the reference stripped a leading token by position instead, bug 14). Instruction / plain:
-    the tokenizer's usual special tokens."""
-    if prompt_format == "chat" and getattr(tokenizer, "chat_template", None):
-        ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=True,
-                                            add_generation_prompt=True)
-        return list(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids)
-    text = wrap_instruction(prompt) if prompt_format == "instruction" else prompt
-    return list(tokenizer(text, add_special_tokens=True)["input_ids"])
+def _generation_eos(path: str):
+    """The folder's generation-config eos (an id or a list), or None where it has none."""
+    try:
+        from transformers import GenerationConfig
+
+        return GenerationConfig.from_pretrained(path).eos_token_id
+    except (OSError, ValueError):
+        return None
 
 
 class VLLMGenerator(Generator):
@@ -85,6 +83,8 @@ class VLLMGenerator(Generator):
         self.llm = _engine(self.path, tensor_parallel_size, gpu_memory_utilization, max_model_len, enable_lora,
                            seed, dtype, enforce_eager)
         self.tokenizer = self.llm.get_tokenizer()
+        # The hf backend's stop rule, stated to the engine rather than left to what it reads of the folder.
+        self.stop_ids = stop_token_ids(self.tokenizer, _generation_eos(self.path))
 
     def format_prompt(self, prompt: str) -> list[int]:
         return prompt_token_ids(self.tokenizer, prompt, self.prompt_format)
@@ -95,7 +95,8 @@ class VLLMGenerator(Generator):
 
         params = SamplingParams(n=n, temperature=temperature, top_p=top_p if temperature > 0 else 1.0,
                                 max_tokens=max_new_tokens, seed=seed, repetition_penalty=self.repetition_penalty,
-                                stop=list(self.stop_strings))  # a fresh list per call (bug 14)
+                                stop=list(self.stop_strings),  # a fresh list per call (docs/design.md §10.14)
+                                stop_token_ids=list(self.stop_ids))
         # Token ids, not text: vLLM would tokenise rendered text again with special tokens, and a chat template
         # that writes its own BOS (Llama-3) would then start with two.
         token_prompts = [{"prompt_token_ids": self.format_prompt(p)} for p in prompts]

@@ -1,12 +1,14 @@
 """Choose a profile's retriever settings on the *train* qrels, never on test: retrain the round's retriever under
 each variant and score it on a dev set of train queries.
 
-    python -m scripts.dev_ablation --config configs/cpu-demo/dev_ablation.yaml
+    python -m experiments.dev_ablation --config experiments/configs/dev_ablation.yaml
 
 Needs a finished first round of the profile (``make demo`` writes one): its mined rows
 (``synthetic/retriever_data/train.jsonl``, each with the rank at which the base retriever found its source) and
 its generator. A variant may
-- rerun round 1's query and retriever-data steps with another number of pseudo-queries (``queries: n``),
+- rerun round 1's query and retriever-data steps with another number of pseudo-queries (``queries: n``), or its
+  retriever-data step on another writer's pseudo-queries (``pseudo_queries: PATH``, a stage-A ``queries.jsonl``,
+  e.g. from ``experiments.query_writers``),
 - filter the rows by round trip (``round_trip: k`` keeps a pseudo-query whose source ranked in the top k, exactly
   what ``generate_retriever_data --filter_data true --filter_num k`` keeps),
 - score them with a teacher (``teacher: listwise | query_likelihood``: the distill stage run with the round's
@@ -50,11 +52,12 @@ from inference.config import parse_args
 from inference.errors import UserError, run_cli
 from inference.io import atomic_write_json, atomic_write_text, file_sha256, iter_jsonl
 
-from .self_boost import SelfBoostConfig, round_dir
-from .steps import torchrun_command
+from scripts.self_boost import SelfBoostConfig, round_dir
+from scripts.steps import torchrun_command
 
 logger = logging.getLogger(__name__)
-VARIANT_KEYS = {"train", "queries", "round_trip", "teacher", "train_retriever", "method", "retriever_of", "rerank"}
+VARIANT_KEYS = {"train", "queries", "pseudo_queries", "round_trip", "teacher", "train_retriever", "method",
+                "retriever_of", "rerank"}
 TRAINING_KEYS = VARIANT_KEYS - {"method", "retriever_of", "rerank"}
 TEACHERS = ("listwise", "query_likelihood", "hybrid")
 METHODS = ("raw", "reinforced_ir", "hybrid", "label_free")
@@ -101,7 +104,10 @@ class DevAblationArguments:
                 self.check_reuse(name, spec, list(self.variants)[:position])
             if spec.get("queries") is not None and (not isinstance(spec["queries"], int) or spec["queries"] < 1):
                 raise UserError("must be a number of pseudo-queries ≥ 1", field=f"variants.{name}.queries")
-            if spec.get("queries") and spec.get("teacher"):
+            if spec.get("queries") and spec.get("pseudo_queries"):
+                raise UserError("give queries (a number to write) or pseudo_queries (a file), not both",
+                                field=f"variants.{name}")
+            if (spec.get("queries") or spec.get("pseudo_queries")) and spec.get("teacher"):
                 raise UserError("teacher scores are for the round's own rows; drop queries or teacher",
                                 field=f"variants.{name}")
 
@@ -154,13 +160,23 @@ def teacher_rows(args: DevAblationArguments, cfg: SelfBoostConfig, teacher: str)
     return out / "train_distill.jsonl"
 
 
-def pseudo_query_rows(args: DevAblationArguments, cfg: SelfBoostConfig, n: int) -> Path:
-    """Round 1's query and retriever-data steps rerun with ``n`` pseudo-queries: the round's own step configs with
-    only ``train_num`` and the paths changed (same prompts, generators, mining and round trip); both resumable."""
-    configs, out = round_dir(cfg, 1) / "configs", Path(args.output_dir) / f"queries-{n}"
-    steps = (("queries", "data_generation.generate_queries", {"train_num": n}),
-             ("retriever_data", "data_generation.generate_retriever_data",
-              {"queries_path": str(out / "queries" / "queries.jsonl")}))
+def pseudo_query_rows(args: DevAblationArguments, cfg: SelfBoostConfig, n: int | None = None,
+                      queries_file: str | None = None) -> Path:
+    """Round 1's query and retriever-data steps rerun with ``n`` pseudo-queries, or its retriever-data step alone
+    on ``queries_file`` (another writer's stage-A output): the round's own step configs with only ``train_num`` and
+    the paths changed (same prompts, generators, mining and round trip); both resumable."""
+    configs = round_dir(cfg, 1) / "configs"
+    if queries_file and not Path(queries_file).is_file():  # checked when the variant runs: it may be written later
+        raise UserError("no such stage-A queries.jsonl (experiments.query_writers writes one)", file=queries_file,
+                        field="pseudo_queries")
+    if queries_file:
+        out = Path(args.output_dir) / f"queries-{re.sub(r'[^A-Za-z0-9.-]+', '_', str(queries_file)).strip('_')}"
+        steps = (("retriever_data", "data_generation.generate_retriever_data", {"queries_path": str(queries_file)}),)
+    else:
+        out = Path(args.output_dir) / f"queries-{n}"
+        steps = (("queries", "data_generation.generate_queries", {"train_num": n}),
+                 ("retriever_data", "data_generation.generate_retriever_data",
+                  {"queries_path": str(out / "queries" / "queries.jsonl")}))
     for step, module, overrides in steps:
         options = {**yaml.safe_load((configs / f"{step}.yaml").read_text()), **overrides,
                    "output_dir": str(out / step)}
@@ -170,7 +186,8 @@ def pseudo_query_rows(args: DevAblationArguments, cfg: SelfBoostConfig, n: int) 
 
 
 def variant_rows(args: DevAblationArguments, cfg: SelfBoostConfig, spec: dict, folder: Path) -> Path:
-    mined = pseudo_query_rows(args, cfg, spec["queries"]) if spec.get("queries") else \
+    mined = pseudo_query_rows(args, cfg, spec.get("queries"), spec.get("pseudo_queries")) \
+        if spec.get("queries") or spec.get("pseudo_queries") else \
         round_dir(cfg, 1) / "synthetic" / "retriever_data" / "train.jsonl"
     source = teacher_rows(args, cfg, spec["teacher"]) if spec.get("teacher") else mined
     k = spec.get("round_trip")
@@ -351,7 +368,7 @@ def markdown(args: DevAblationArguments, table: list[dict]) -> str:
 
 
 def main(argv: Sequence[str]) -> int:
-    args = parse_args(DevAblationArguments, argv, prog="python -m scripts.dev_ablation")
+    args = parse_args(DevAblationArguments, argv, prog="python -m experiments.dev_ablation")
     cfg = parse_args(SelfBoostConfig, ["--config", args.run_config], prog="run_config")
     require_complete_stage(round_dir(cfg, 1) / "synthetic" / "retriever_data" / "train.jsonl",
                            "generate_retriever_data")

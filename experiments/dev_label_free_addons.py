@@ -3,7 +3,7 @@ Rocchio pseudo-relevance feedback in embedding space (the query vector moved tow
 documents of the hybrid, or of the dense ranking alone), each paired against the default 0.5 / 0.5 hybrid (dense
 feedback rows: against dense).
 
-    python -m scripts.dev_label_free_addons --dataset ../shared/data/scifact --output_dir runs/dev-label-free-addons
+    python -m experiments.dev_label_free_addons --dataset ../shared/data/scifact --output_dir runs/dev-label-free-addons
 
 Full corpus, every judged train query; the base retriever's corpus vectors come from the embedding cache. Output:
 ``results.json`` and ``results.md`` (nDCG@10, Δ vs the row's reference in points, 95% interval, paired p).

@@ -1,6 +1,6 @@
 """No collapse: does a retriever adapted to one corpus still retrieve on others?
 
-    python -m scripts.transfer_check --model runs/cpu-demo-scifact/round_1/retriever \
+    python -m experiments.transfer_check --model runs/cpu-demo-scifact/round_1/retriever \
         --datasets ../shared/data/msmarco-5k --output_dir runs/transfer-check
 
 Both the adapted model and its base are loaded with plain ``sentence_transformers.SentenceTransformer(path)``
@@ -108,7 +108,7 @@ def markdown(results: dict) -> str:
 def main(argv: Sequence[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
-    args = parse_args(TransferCheckArguments, argv, prog="python -m scripts.transfer_check")
+    args = parse_args(TransferCheckArguments, argv, prog="python -m experiments.transfer_check")
     results = check(args)
     out = Path(args.output_dir)
     atomic_write_json(out / "results.json", results)

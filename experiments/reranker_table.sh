@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The README's reranker table: bundled MiniLM first stage on SciFact, then each reranker on the same queries.
-#   scripts/reranker_table.sh            (DATA=dir OUT=dir MAX_QUERIES=100 TOP_K=20 to change)
+#   experiments/reranker_table.sh            (DATA=dir OUT=dir MAX_QUERIES=100 TOP_K=20 to change)
 # 1. labelled rows from SciFact *train* qrels (negatives from the bi-encoder's top 30), 25% of the train queries
 #    held out by query;
 # 2. a cross-encoder trained from the bundled MiniLM on them (torchrun, 2 processes, 19 min);
