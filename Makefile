@@ -82,12 +82,12 @@ test-all: $(STAMP)
 	$(PY) -m pytest -q -m "not vllm" tests
 
 demo: $(STAMP)
-	$(PY) -m scripts.demo $(if $(DATA),--data $(DATA)) $(if $(TASK),--task $(TASK))
+	$(PY) -m scripts.demo $(if $(DATA),--dataset $(DATA)) $(if $(TASK),--task $(TASK))
 
 # The same round with no time budget and every method on the full test split, then its ablation table
 # (SciFact only: the table's profile names the round's folder).
 demo-full: $(STAMP)
-	$(PY) -m scripts.demo --run_config configs/cpu-demo/scifact_full.yaml $(if $(DATA),--data $(DATA)) $(if $(TASK),--task $(TASK))
+	$(PY) -m scripts.demo --run_config configs/cpu-demo/scifact_full.yaml $(if $(DATA),--dataset $(DATA)) $(if $(TASK),--task $(TASK))
 	$(if $(DATA)$(TASK),,$(PY) -m experiments.dev_ablation --config experiments/configs/scifact_full_ablation.yaml)
 
 # Retrieve-then-answer over SciFact with citations; the reranker table of the README.

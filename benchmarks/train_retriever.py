@@ -45,7 +45,7 @@ def time_ours(rows, args, out: Path, steps: int) -> float:
 
     data = out / "train.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    argv = ["--model_name_or_path", MINILM, "--train_data", str(data),
+    argv = ["--retriever", MINILM, "--train_data", str(data),
             "--output_dir", str(out / f"ours{steps}"), "--per_device_train_batch_size", str(args.batch_size),
             "--train_group_size", str(args.group_size), "--query_max_len", str(args.max_len),
             "--passage_max_len", str(args.max_len), "--max_steps", str(steps), "--learning_rate", "2e-5",

@@ -40,7 +40,7 @@ _QC_REPLY = re.compile(r"^\s*[\[(]?([01])[\])]?(?:\s*[:.)\-](?!\d)|\s|$)")
 @dataclass
 class GenerateQueriesArguments(StageArguments):
     """Stage A: generate pseudo-queries from a sample of the corpus."""
-    dataset_path: str = field(default="", metadata={"help": "dataset folder (BEIR, AIR-Bench or corpus.json)"})
+    dataset: str = field(default="", metadata={"help": "dataset folder (BEIR, AIR-Bench or corpus.json)"})
     train_num: int | None = field(default=None, metadata={"help": "documents to sample (default: all)"})
     train_ratio: float | None = field(default=None, metadata={"help": "or a fraction of the corpus"})
     max_passage_tokens: int = field(default=512, metadata={"help": "passage budget in the prompt, in tokens"})
@@ -58,8 +58,8 @@ class GenerateQueriesArguments(StageArguments):
 
     def validate(self) -> None:
         super().validate()
-        if not self.dataset_path:
-            raise UserError("required", field="dataset_path")
+        if not self.dataset:
+            raise UserError("required", field="dataset")
         if self.train_num is not None and self.train_num < 1:
             raise UserError("must be ≥ 1", field="train_num")
         if self.train_ratio is not None and not 0 < self.train_ratio <= 1:
@@ -152,7 +152,7 @@ def heldout_ids(rows: list[dict], args: GenerateQueriesArguments) -> set[str]:
 
 def run(args: GenerateQueriesArguments) -> dict:
     task = get_task(args.task)
-    ds = load_dataset(args.dataset_path, split=None)
+    ds = load_dataset(args.dataset, split=None)
     stage = StageRun(STAGE, args, "queries.jsonl", {"corpus": input_record(ds.corpus_file)})
     if (skipped := stage.skipped_summary()) is not None:
         return skipped

@@ -48,7 +48,7 @@ NEG_TYPES = ("95neg", "hard", "random")
 class RetrieverDataArguments(RetrieverArguments, StageArguments, EmbeddingCacheArguments):
     """Stage D: answers + mined hard negatives for retriever training."""
     queries_path: str = field(default="", metadata={"help": "queries.jsonl from generate_queries"})
-    dataset_path: str = field(default="", metadata={"help": "the corpus the queries were generated from"})
+    dataset: str = field(default="", metadata={"help": "the corpus the queries were generated from"})
     neg_type: str = field(default="95neg", metadata={"help": "95neg | hard | random"})
     mining_depth: int = 2000
     score_cutoff: float = 0.95
@@ -64,7 +64,7 @@ class RetrieverDataArguments(RetrieverArguments, StageArguments, EmbeddingCacheA
 
     def validate(self) -> None:
         super().validate()
-        for name in ("queries_path", "dataset_path"):
+        for name in ("queries_path", "dataset"):
             if not getattr(self, name):
                 raise UserError("required", field=name)
         if self.neg_type not in NEG_TYPES:
@@ -114,7 +114,7 @@ def mine_negatives(ids: np.ndarray, scores: np.ndarray, pos_index: int, n_docs: 
 def run(args: RetrieverDataArguments) -> dict:
     task = get_task(args.task)
     queries_manifest = require_complete_stage(args.queries_path, "generate_queries")
-    ds = load_dataset(args.dataset_path, split=None)
+    ds = load_dataset(args.dataset, split=None)
     corpus_record = input_record(ds.corpus_file)
     if queries_manifest["inputs"]["corpus"]["sha256"] != corpus_record["sha256"]:
         raise UserError("these queries were generated from a different corpus "

@@ -23,7 +23,7 @@ log-probability of the query given the passage (UPR, Sachan et al. 2022), one fo
 are ordered by it (ties keep mining order) and the scores themselves are the teacher scores.
 
 ``teacher_scoring: hybrid`` is a label-free teacher that is not the generator: BM25 fused with the dense
-``retriever`` (min-max, BM25's share ``hybrid_weight``; the hybrid that evaluation measures, GPL-style pseudo-labels
+``retriever`` (min-max, BM25's share ``fusion_weight``; the hybrid that evaluation measures, GPL-style pseudo-labels
 from a ranker stronger than the student). Each row's candidates are scored exactly, normalised over the query's
 hybrid candidate pool (both top-``hybrid_depth`` lists) plus the row's own candidates.
 
@@ -76,8 +76,8 @@ class DistillDataArguments(RetrieverArguments, StageArguments, EmbeddingCacheArg
                 "query given each candidate) | hybrid (BM25 + the dense retriever, no generator)"})
     max_fallback_share: float = field(default=0.2, metadata={
         "help": "listwise: stop, writing nothing, when more rankings than this share fell back to the mining order"})
-    dataset_path: str = field(default="", metadata={"help": "hybrid: the corpus stage D mined (checked by hash)"})
-    hybrid_weight: float = field(default=0.4, metadata={"help": "hybrid: BM25's share in the min-max fusion"})
+    dataset: str = field(default="", metadata={"help": "hybrid: the corpus stage D mined (checked by hash)"})
+    fusion_weight: float = field(default=0.4, metadata={"help": "hybrid: BM25's share in the min-max fusion"})
     hybrid_depth: int = field(default=DEFAULT_HYBRID_DEPTH, metadata={"help": "hybrid: depth of each list in the candidate pool"})
 
     def validate(self) -> None:
@@ -91,10 +91,10 @@ class DistillDataArguments(RetrieverArguments, StageArguments, EmbeddingCacheArg
                             field="teacher_scoring")
         if not 0.0 <= self.max_fallback_share <= 1.0:
             raise UserError("must be in [0, 1]", field="max_fallback_share")
-        if not 0.0 <= self.hybrid_weight <= 1.0:
-            raise UserError("must be in [0, 1]", field="hybrid_weight")
-        if self.teacher_scoring == "hybrid" and not self.dataset_path:
-            raise UserError("the hybrid teacher needs the corpus", field="dataset_path")
+        if not 0.0 <= self.fusion_weight <= 1.0:
+            raise UserError("must be in [0, 1]", field="fusion_weight")
+        if self.teacher_scoring == "hybrid" and not self.dataset:
+            raise UserError("the hybrid teacher needs the corpus", field="dataset")
 
 
 def parse_ranking(reply: str, n: int) -> tuple[list[int], str]:
@@ -191,7 +191,7 @@ class HybridTeacher:
     """BM25 + the dense retriever over the corpus stage D mined: each row's candidates get their fused score."""
 
     def __init__(self, args: DistillDataArguments, corpus_sha256: str):
-        ds = load_dataset(args.dataset_path, split=None)
+        ds = load_dataset(args.dataset, split=None)
         if input_record(ds.corpus_file)["sha256"] != corpus_sha256:
             raise UserError("not the corpus stage D mined (hash differs from its manifest)", file=ds.corpus_file)
         self.args, self.doc_ids = args, ds.doc_ids
@@ -203,7 +203,7 @@ class HybridTeacher:
         self.bm25 = bm25_index_cached(texts, cache)
 
     def describe(self) -> dict:
-        return {"teacher": "hybrid", "fusion": "minmax", "bm25_weight": self.args.hybrid_weight,
+        return {"teacher": "hybrid", "fusion": "minmax", "bm25_weight": self.args.fusion_weight,
                 "dense": self.embedder.identity, "bm25": self.bm25.config.identity}
 
     def candidate_indices(self, row: dict) -> np.ndarray:
@@ -220,7 +220,7 @@ class HybridTeacher:
         pools = HybridCandidates.gather(self.embedder.encode_queries(queries), self.doc_emb, self.bm25, queries,
                                         depth=min(a.hybrid_depth, len(self.doc_ids)), extra=wanted)
         for qi, row in enumerate(chunk):
-            fused = fuse_scores(pools.dense[qi], pools.sparse[qi], a.hybrid_weight)
+            fused = fuse_scores(pools.dense[qi], pools.sparse[qi], a.fusion_weight)
             at = {int(d): float(f) for d, f in zip(pools.doc_indices[qi], fused)}
             scores = [at[int(d)] for d in wanted[qi]]
             order = sorted(range(len(scores)), key=lambda i: -scores[i])  # stable: ties keep mining order

@@ -1,6 +1,6 @@
 """Training rows from *labelled* qrels (the Open-Retrievals setting): judged positives + mined negatives.
 
-    python -m data_generation.rows_from_qrels --dataset_path ../shared/data/scifact --split train \
+    python -m data_generation.rows_from_qrels --dataset ../shared/data/scifact --split train \
         --output_dir runs/scifact-train-rows --holdout_fraction 0.25
 
 Rows are ``{id, query, pos, neg, pos_ids, neg_ids, pos_scores, neg_scores}`` (schema: :mod:`.rows`; the
@@ -33,7 +33,7 @@ from .retriever_args import RetrieverArguments, build_retriever
 @dataclass
 class RowsFromQrelsArguments(RetrieverArguments, EmbeddingCacheArguments):
     """Training rows from a labelled split: judged positives, negatives from the retriever's ranks [lo, hi)."""
-    dataset_path: str = field(default="", metadata={"help": "BEIR / AIR-Bench folder with qrels for --split"})
+    dataset: str = field(default="", metadata={"help": "BEIR / AIR-Bench folder with qrels for --split"})
     split: str = "train"
     output_dir: str = ""
     negative_ranks: list[int] = field(default_factory=lambda: [10, 60], metadata={"help": "lo hi (0-based)"})
@@ -42,7 +42,7 @@ class RowsFromQrelsArguments(RetrieverArguments, EmbeddingCacheArguments):
     seed: int = 42
 
     def validate(self) -> None:
-        for name in ("dataset_path", "output_dir"):
+        for name in ("dataset", "output_dir"):
             if not getattr(self, name):
                 raise UserError("required", field=name)
         lo, hi = (self.negative_ranks + [0, 0])[:2]
@@ -53,7 +53,7 @@ class RowsFromQrelsArguments(RetrieverArguments, EmbeddingCacheArguments):
 
 
 def build_rows(args: RowsFromQrelsArguments) -> dict:
-    ds = load_dataset(args.dataset_path, args.split)
+    ds = load_dataset(args.dataset, args.split)
     qids = sorted(ds.evaluated_query_ids())
     rng = random.Random(args.seed)
     heldout = set(rng.sample(qids, int(round(len(qids) * args.holdout_fraction))))

@@ -50,7 +50,8 @@ class EvaluateArguments(EmbeddingCacheArguments):
     task: str | None = field(default=None, metadata={"help": "prompt task name (default: the dataset folder name)"})
     output: str | None = field(default=None, metadata={"help": "results JSON path"})
     top_k: int = 1000
-    batch_size: int = 64
+    retriever_batch_size: int = field(default=64, metadata={"help": "texts per retriever encoding batch",
+                                                            "aliases": ("batch_size",)})
     pooling_method: str | None = None
     normalize_embeddings: bool | None = field(default=None, metadata={
         "help": "L2-normalise embeddings (default: the model folder's setting, else true)", "aliases": ("normalize",)})
@@ -155,7 +156,7 @@ class Searchers:
         a = self.args
         return Embedder(a.retriever, pooling_method=a.pooling_method, normalize=a.normalize_embeddings,
                         query_instruction=a.query_instruction, passage_instruction=a.passage_instruction,
-                        max_length=a.max_length, batch_size=a.batch_size, devices=a.devices)
+                        max_length=a.max_length, batch_size=a.retriever_batch_size, devices=a.devices)
 
     @functools.cached_property
     def doc_emb(self):

@@ -17,7 +17,7 @@ its generator. A variant may
 - or not train at all (``train: false``: the base retriever),
 - or reuse an earlier variant's trained retriever (``retriever_of: name``) and score it another way
   (``method``: ``raw``, the default; ``reinforced_ir``, the query fused with the round generator's answer;
-  ``hybrid``, BM25 at ``hybrid_weight``; ``label_free``, BM25 at the weight ``evaluation.label_free`` chooses on
+  ``hybrid``, BM25 at ``fusion_weight``; ``label_free``, BM25 at the weight ``evaluation.label_free`` chooses on
   the round's pseudo-queries),
 - and rerank that row's top documents by query likelihood (``rerank: {top_k: K, weight: W}``: the profile's base
   generator, ``evaluation.evaluate --rerank_type query_likelihood``, fused with the first stage at W).
@@ -75,7 +75,7 @@ class DevAblationArguments:
     max_queries: int | None = field(default=400, metadata={"help": "seeded judged queries (null: all)"})
     corpus_sample: int | None = field(default=1200, metadata={"help": "seeded unjudged documents (null: the corpus)"})
     seed: int = 0
-    hybrid_weight: float = field(default=0.5, metadata={"help": "BM25's share in the hybrid row (minmax)"})
+    fusion_weight: float = field(default=0.5, metadata={"help": "BM25's share in the hybrid row (minmax)"})
     variants: dict = field(default_factory=dict, metadata={"help": "name → {train, queries, round_trip, teacher, "
                                                                      "train_retriever}"})
 
@@ -151,7 +151,7 @@ def teacher_rows(args: DevAblationArguments, cfg: SelfBoostConfig, teacher: str)
     options = {**cfg.distill, "teacher_scoring": teacher, "task": cfg.task, "seed": cfg.seed,
                "generator_backend": cfg.generator_backend, "generator": str(r / "generator" / "merged_model"),
                "retriever_data_path": str(r / "synthetic" / "retriever_data" / "train.jsonl"),
-               "retriever": cfg.base_retriever, "dataset_path": cfg.dataset_path,  # the hybrid teacher's
+               "retriever": cfg.base_retriever, "dataset": cfg.dataset,  # the hybrid teacher's
                "embedding_cache": cfg.embedding_cache or "none",
                "output_dir": str(out), "max_fallback_share": 1.0}  # listwise fallbacks are reported, not refused
     config = out.with_suffix(".yaml")
@@ -214,10 +214,10 @@ def evaluate(args: DevAblationArguments, cfg: SelfBoostConfig, retriever: str, o
     row scores its first stage only (each method's top documents would be scored again)."""
     method, rerank = spec.get("method", "raw"), spec.get("rerank")
     if not output.is_file():
-        weight = label_free_weight(cfg) if method == "label_free" else args.hybrid_weight
+        weight = label_free_weight(cfg) if method == "label_free" else args.fusion_weight
         sampled = args.corpus_sample is not None
         methods = "raw,hybrid" + (",reinforced_ir" if method == "reinforced_ir" else "")
-        argv = ["--dataset", cfg.dataset_path, "--split", args.split, "--retriever", retriever,
+        argv = ["--dataset", cfg.dataset, "--split", args.split, "--retriever", retriever,
                 "--methods", first_stage(method) if rerank else methods,
                 "--fusion_weight", str(weight), "--seed", str(args.seed), "--output", str(output),
                 # a sampled corpus is this dev set's alone; full-corpus vectors are worth keeping
@@ -231,7 +231,7 @@ def evaluate(args: DevAblationArguments, cfg: SelfBoostConfig, retriever: str, o
                      "--generator_backend", cfg.generator_backend,
                      "--max_new_tokens", str(cfg.evaluate.get("max_new_tokens", 128))]
         if rerank:
-            argv += ["--rerank", cfg.base_generator, "--rerank_type", "query_likelihood", "--task", cfg.task,
+            argv += ["--reranker", cfg.base_generator, "--rerank_type", "query_likelihood", "--task", cfg.task,
                      "--rerank_top_k", str(rerank["top_k"]), "--rerank_weight", str(rerank["weight"]),
                      "--rerank_batch_size", "16"]
         run_module("evaluation.evaluate", argv)
@@ -246,7 +246,7 @@ def record_identity(args: DevAblationArguments, folder: Path, spec: dict, identi
     """Write the variant's identity (settings, rows, evaluation); a changed one discards its retriever and scores."""
     scoring = {"method": spec.get("method", "raw"), **({"rerank": spec["rerank"]} if "rerank" in spec else {})}
     identity = {**identity, **scoring, "evaluation": [args.split, args.max_queries, args.corpus_sample,
-                                                               args.seed, args.hybrid_weight]}
+                                                               args.seed, args.fusion_weight]}
     record = folder / "variant.json"
     if record.is_file() and json.loads(record.read_text()) != identity:  # settings or rows changed: redo it
         shutil.rmtree(folder / "retriever", ignore_errors=True)
@@ -280,7 +280,7 @@ def run_variant(args: DevAblationArguments, cfg: SelfBoostConfig, name: str, spe
 
 
 def train_variant(cfg: SelfBoostConfig, name: str, spec: dict, rows: Path, folder: Path) -> None:
-    options = {"model_name_or_path": cfg.base_retriever, "seed": cfg.seed, "use_cpu": True, "train_data": [str(rows)],
+    options = {"retriever": cfg.base_retriever, "seed": cfg.seed, "use_cpu": True, "train_data": [str(rows)],
                "output_dir": str(folder / "retriever"), **cfg.train_retriever, **(spec.get("train_retriever") or {})}
     if options.get("knowledge_distillation") and not spec.get("teacher"):
         raise UserError("knowledge_distillation needs teacher scores: add teacher: "
@@ -357,7 +357,7 @@ def markdown(args: DevAblationArguments, table: list[dict]) -> str:
                 f"{_stats(r, 'base', False)} |" for r in table]
         return "\n".join(head + body) + "\n"
     reference = next((r["vs_reference"]["name"] for r in table if "vs_reference" in r), "—")
-    lines = [f"Dev set: {describe_queries(args)}. Hybrid: minmax, BM25 weight {args.hybrid_weight:g}. "
+    lines = [f"Dev set: {describe_queries(args)}. Hybrid: minmax, BM25 weight {args.fusion_weight:g}. "
              f"Reference row: {reference}.", "",
              "| variant | rows | dev nDCG@10 | Δ vs base (points) | 95% CI | p | Δ vs reference | p | hybrid nDCG@10 |",
              "|---|---:|---:|---:|---|---:|---:|---:|---:|"]

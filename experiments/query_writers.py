@@ -12,7 +12,6 @@ Output: ``results.json`` and ``results.md`` in ``output_dir``; each writer's sta
 """
 from __future__ import annotations
 
-import json
 import logging
 import re
 from dataclasses import dataclass, field
@@ -39,7 +38,7 @@ logger = logging.getLogger(__name__)
 class QueryWritersArguments(EmbeddingCacheArguments):
     """Stage A under several writers on the same documents, scored by how easily the base retriever finds the
     source."""
-    dataset_path: str = field(default="", metadata={"help": "BEIR folder"})
+    dataset: str = field(default="", metadata={"help": "BEIR folder"})
     task: str = "scifact"
     retriever: str = "sentence-transformers/all-MiniLM-L6-v2"
     output_dir: str = "runs/query-writers"
@@ -68,7 +67,7 @@ def slug(name: str) -> str:
 def write_queries(args: QueryWritersArguments, name: str, spec: dict) -> Path:
     """Stage A for one writer (the real CLI; resumable), every writer on the same seeded documents."""
     out = Path(args.output_dir) / slug(name)
-    options = {"dataset_path": args.dataset_path, "task": args.task, "seed": args.seed, "train_num": args.documents,
+    options = {"dataset": args.dataset, "task": args.task, "seed": args.seed, "train_num": args.documents,
                "holdout_fraction": 0.0, **args.queries, **spec, "output_dir": str(out / "queries")}
     atomic_write_text(out / "queries.yaml", yaml.safe_dump(options, sort_keys=False))
     run_module("data_generation.generate_queries", ["--config", str(out / "queries.yaml")])
@@ -98,7 +97,7 @@ def ease(ranks: np.ndarray, depth: int) -> dict:
 def run(args: QueryWritersArguments) -> dict:
     from inference import Embedder
 
-    data = load_dataset(args.dataset_path, args.reference_split)
+    data = load_dataset(args.dataset, args.reference_split)
     doc_ids = list(data.corpus)
     embedder = Embedder(args.retriever, show_progress=False)
     doc_emb = encode_corpus_cached(embedder, data.corpus, args.embedding_cache_dir)
@@ -115,7 +114,7 @@ def run(args: QueryWritersArguments) -> dict:
                       "dropped": manifest.get("counts", {}).get("dropped", {}),
                       "tokens_per_second": generation.get("tokens_per_second"), "seconds": generation.get("seconds"),
                       "sample": [r["query"] for r in kept[:3]]}
-    results = {"dataset": args.dataset_path, "retriever": args.retriever, "documents": args.documents,
+    results = {"dataset": args.dataset, "retriever": args.retriever, "documents": args.documents,
                "round_trip_depth": args.round_trip_depth, "writers": args.writers, "rows": rows}
     atomic_write_json(Path(args.output_dir) / "results.json", results)
     atomic_write_text(Path(args.output_dir) / "results.md", table(results))

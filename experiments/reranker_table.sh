@@ -14,17 +14,17 @@ OUT=${OUT:-runs/rerankers}
 Q=${MAX_QUERIES:-100}
 K=${TOP_K:-20}
 set -x
-"$PY" -m data_generation.rows_from_qrels --dataset_path "$DATA" --split train --output_dir "$OUT/rows" \
+"$PY" -m data_generation.rows_from_qrels --dataset "$DATA" --split train --output_dir "$OUT/rows" \
   --holdout_fraction 0.25 --num_negatives 15 --negative_ranks 0,30
 OMP_NUM_THREADS=1 "$TORCHRUN" --nproc_per_node 2 -m finetune.rerank --config configs/cpu-demo/train_reranker.yaml \
   --train_data "$OUT/rows/train.jsonl" --output_dir "$OUT/cross-encoder"
 "$PY" -m evaluation.evaluate --dataset "$DATA" --split train --query_ids_file "$OUT/rows/heldout_query_ids.txt" \
-  --rerank "$OUT/cross-encoder" --rerank_top_k "$K" --output "$OUT/heldout_cross_encoder.json"
+  --reranker "$OUT/cross-encoder" --rerank_top_k "$K" --output "$OUT/heldout_cross_encoder.json"
 "$PY" -m evaluation.evaluate --dataset "$DATA" --split test --max_queries "$Q" \
-  --rerank "$OUT/cross-encoder" --rerank_top_k "$K" --output "$OUT/test_cross_encoder.json"
+  --reranker "$OUT/cross-encoder" --rerank_top_k "$K" --output "$OUT/test_cross_encoder.json"
 "$PY" -m evaluation.evaluate --dataset "$DATA" --split test --max_queries "$Q" \
-  --rerank sentence-transformers/all-MiniLM-L6-v2 --rerank_type colbert --rerank_top_k "$K" \
+  --reranker sentence-transformers/all-MiniLM-L6-v2 --rerank_type colbert --rerank_top_k "$K" \
   --output "$OUT/test_colbert_zero_shot.json"
 "$PY" -m evaluation.evaluate --dataset "$DATA" --split test --max_queries $((Q / 2)) \
-  --rerank HuggingFaceTB/SmolLM2-135M-Instruct --rerank_type llm --rerank_top_k $((K / 2)) --rerank_batch_size 8 \
+  --reranker HuggingFaceTB/SmolLM2-135M-Instruct --rerank_type llm --rerank_top_k $((K / 2)) --rerank_batch_size 8 \
   --rerank_max_length 320 --output "$OUT/test_llm_zero_shot.json"

@@ -104,7 +104,7 @@ def write_training_manifest(stage: str, trainer, result, model_args, data_args, 
                                "training": {k: v for k, v in train_args.to_dict().items() if "token" not in k}},
                    world_size=int(os.environ.get("WORLD_SIZE", "1")), replica_drift=drift,
                    counts={"rows": rows, "steps": trainer.state.global_step}, train_loss=result.training_loss,
-                   # the RetrievalEvaluatorCallback's records, one per epoch (none without --eval_dataset_path)
+                   # the RetrievalEvaluatorCallback's records, one per epoch (none without --eval_dataset)
                    evaluation=[h for h in trainer.state.log_history if "evaluator" in h])
 
 

@@ -32,6 +32,9 @@ SHARED_ALIASES: dict[str, tuple[str, ...]] = {
     "max_new_tokens": ("max_tokens",),                                  # the reference's Python API, OpenAI's
     "query_instruction": ("query_instruction_for_retrieval",),          # the reference's / FlagEmbedding's
     "passage_instruction": ("passage_instruction_for_retrieval",),
+    "dataset": ("dataset_path",),                                       # the stages' and the driver's, before
+    "fusion": ("hybrid_fusion",),                                       # round evaluation's, before
+    "fusion_weight": ("hybrid_weight",),                                # stage E's and the dev ablations', before
 }
 
 _TRUE = {"true", "yes", "1", "on"}

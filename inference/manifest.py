@@ -84,7 +84,17 @@ def changed_inputs(manifest: dict) -> list[str]:
     return changed
 
 
+def canonical_parameters(recorded: dict) -> dict:
+    """Recorded parameters under their option's one name: a run recorded before a rename (``dataset_path``, now
+    ``dataset``) is compared by value, not counted as changed (:data:`inference.config.SHARED_ALIASES`)."""
+    from .config import SHARED_ALIASES
+
+    renamed = {alias: name for name, aliases in SHARED_ALIASES.items() for alias in aliases}
+    return {(renamed[k] if k in renamed and renamed[k] not in recorded else k): v for k, v in recorded.items()}
+
+
 def _differing(now: dict, recorded: dict) -> list[str]:
+    recorded = canonical_parameters(recorded)
     return sorted(k for k in set(now) | set(recorded) if now.get(k) != recorded.get(k))
 
 

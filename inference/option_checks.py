@@ -91,7 +91,8 @@ NAMED: dict[str, dict] = {
 # (regex on the name, base type, check): first match wins. Counts and sizes are ≥ 1; shares are in [0, 1].
 PATTERNS: list[tuple[str, type, dict]] = [
     (r"_name_or_path$", str, {"path": None}),  # a model: hub id or folder (the resolver's job)
-    (r"dataset_path$", str, {"path": "dir", "what": "a BEIR / AIR-Bench dataset"}),
+    (r"(^|_)dataset(_path)?$", str, {"path": "dir", "what": "a BEIR / AIR-Bench dataset"}),  # eval_dataset, ...
+    (r"(^|_)datasets$", str, {"path": "dir", "what": "BEIR / AIR-Bench datasets"}),
     (r"_dir$", str, {"path": "dir"}),  # inputs; the written ones (output_dir, runs_dir, ...) are named above
     (r"_(path|file)$", str, {"path": "file"}),
     (r"_temperature$", float, {"min_exclusive": 0}),  # a divisor (τ of a softmax)

@@ -1,8 +1,8 @@
 """``make demo`` / ``make demo-full``: one self-boost round with the bundled models on CPU (SciFact by default).
 
-Finds the data (``--data``, else ``../shared/data/scifact``, else a one-time download into the cache), runs
+Finds the data (``--dataset``, else ``../shared/data/scifact``, else a one-time download into the cache), runs
 ``scripts.self_boost`` with the profile's config, and prints nDCG@10 before and after, BM25, the hybrid and the
-label-free choice. ``--data DIR --task NAME`` runs the same profile on any BEIR-layout folder (the run is then
+label-free choice. ``--dataset DIR --task NAME`` runs the same profile on any BEIR-layout folder (the run is then
 named after the task, e.g. ``runs/cpu-demo-msmarco``); ``NAME`` picks the prompts' task vocabulary
 (``configs/prompts``).
 """
@@ -29,8 +29,9 @@ logger = logging.getLogger(__name__)
 @dataclass
 class DemoArguments:
     """One self-boost round on SciFact with the bundled MiniLM and SmolLM2."""
-    data: str | None = field(default=None, metadata={"help": "BEIR folder (default: SciFact, shared copy or download)"})
-    task: str | None = field(default=None, metadata={"help": "prompt task of --data (default: the profile's)"})
+    dataset: str | None = field(default=None, metadata={
+        "help": "BEIR folder (default: SciFact, shared copy or download)", "aliases": ("data",)})
+    task: str | None = field(default=None, metadata={"help": "prompt task of --dataset (default: the profile's)"})
     run_config: str = "configs/cpu-demo/scifact.yaml"
     rounds: int = 1
 
@@ -40,13 +41,13 @@ def main(argv: Sequence[str]) -> int:
     config = yaml.safe_load(Path(args.run_config).read_text())
     task = args.task or config.get("task", "scifact")
     get_task(task)  # an unknown task fails now, in a line, not minutes into the run (add one via RIR_PROMPTS_DIR)
-    data = ensure_beir_dataset("scifact", args.data) if task == "scifact" or not args.data else Path(args.data)
+    data = ensure_beir_dataset("scifact", args.dataset) if task == "scifact" or not args.dataset else Path(args.dataset)
     if not data.is_dir():
-        raise UserError("dataset folder not found", file=data, field="data")
+        raise UserError("dataset folder not found", file=data, field="dataset")
     profile_task = config.get("task", "scifact")
     name = config["name"] if task == profile_task else f"{config['name'].removesuffix('-' + profile_task)}-{task}"
     run_dir = Path(config.get("runs_dir", "runs")) / name
-    self_boost.main(["--config", args.run_config, "--dataset_path", str(data), "--rounds", str(args.rounds),
+    self_boost.main(["--config", args.run_config, "--dataset", str(data), "--rounds", str(args.rounds),
                      "--task", task, "--name", name, "--embedding_cache", str(run_dir / "cache" / "embeddings")])
     report = json.loads((run_dir / "report.json").read_text())
     print_summary(report, task, run_dir)

@@ -57,21 +57,21 @@ class RoundEvaluationArguments(RoundArguments):
     pseudo_queries_path: str | None = field(default=None, metadata={
         "help": "training pseudo-queries (default: queries.jsonl beside heldout_path); with the held-out ones they "
                 "choose the hybrid weight on the base retriever, which saw none of them"})
-    hybrid_fusion: str = "minmax"
+    fusion: str = "minmax"
     round_trip_depth: int = field(default=20, metadata={
         "help": "label-free weight choice: score only pseudo-queries whose source the dense top-k holds (0 = all)"})
     baselines: bool = True
     ablations: bool = False
 
     def validate(self) -> None:
-        for name in ("dataset_path", "output_dir", "round_retriever", "round_generator"):
+        for name in ("dataset", "output_dir", "round_retriever", "round_generator"):
             if not getattr(self, name):
                 raise UserError("required", field=name)
 
 
-def has_split_qrels(dataset_path: str, split: str) -> bool:
-    return (Path(dataset_path) / "qrels" / f"{split}.tsv").is_file() or \
-        (Path(dataset_path) / f"{split}_qrels.jsonl").is_file()
+def has_split_qrels(dataset: str, split: str) -> bool:
+    return (Path(dataset) / "qrels" / f"{split}.tsv").is_file() or \
+        (Path(dataset) / f"{split}_qrels.jsonl").is_file()
 
 
 class RoundEvaluation:
@@ -81,11 +81,11 @@ class RoundEvaluation:
         self.args = args
         self.out = Path(args.output_dir)
         self.cache = args.embedding_cache_dir
-        self.common = dict(dataset=args.dataset_path, split=args.split, task=args.task,
+        self.common = dict(dataset=args.dataset, split=args.split, task=args.task,
                            embedding_cache=str(self.cache) if self.cache else "none",
                            max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed,
                            generation_batch_size=args.generation_batch_size, generator_backend=args.generator_backend,
-                           fusion=args.hybrid_fusion)
+                           fusion=args.fusion)
         self.base_opts = dict(retriever=args.base_retriever, pooling_method=args.base_pooling_method,
                               normalize_embeddings=args.base_normalize_embeddings,
                               query_instruction=args.base_query_instruction)
@@ -94,7 +94,7 @@ class RoundEvaluation:
 
     @functools.cached_property
     def corpus(self) -> dict[str, dict]:
-        return load_dataset(self.args.dataset_path, split=None).corpus
+        return load_dataset(self.args.dataset, split=None).corpus
 
     @functools.cached_property
     def base_embedder(self):
@@ -185,13 +185,13 @@ class RoundEvaluation:
         weight = choose_hybrid_weight(self.base_embedder.encode_queries(pseudo.texts) if pseudo.texts else None,
                                       encode_corpus_cached(self.base_embedder, self.corpus, self.cache),
                                       bm25_index_cached(self.corpus, self.cache), pseudo, list(self.corpus),
-                                      fusion=a.hybrid_fusion, round_trip_depth=a.round_trip_depth,
+                                      fusion=a.fusion, round_trip_depth=a.round_trip_depth,
                                       fallback_weight=DEFAULT_HYBRID_WEIGHT)
         held = self.results["heldout"]
         use_round = held.get("round_raw") is not None and held["round_raw"] >= (held.get("base_raw") or 0.0)
         return {"method": "hybrid", "retriever": "round" if use_round else "base",
                 "retriever_path": a.round_retriever if use_round else a.base_retriever,
-                "fusion": a.hybrid_fusion, "weight": weight.weight, "weight_choice": weight.as_dict(),
+                "fusion": a.fusion, "weight": weight.weight, "weight_choice": weight.as_dict(),
                 "retriever_choice": {"rule": "round retriever when its held-out pseudo-query nDCG@10 ≥ the base's",
                                      **{k: v for k, v in held.items()}}}
 
@@ -218,7 +218,7 @@ def evaluate_round(args: RoundEvaluationArguments) -> dict:
     ev = RoundEvaluation(args)
     if args.heldout_path and Path(args.heldout_path).is_file():
         ev.heldout()
-    if has_split_qrels(args.dataset_path, args.split):
+    if has_split_qrels(args.dataset, args.split):
         ev.full_split()
         ev.subset()
         choice = ev.choose()

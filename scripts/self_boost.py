@@ -34,7 +34,7 @@ from inference.config import canonical_options, option_aliases, parse_args
 from inference.option_checks import check_step_options
 from inference.errors import UserError, run_cli
 from inference.io import atomic_write_json, atomic_write_text
-from inference.manifest import changed_inputs, read_manifest
+from inference.manifest import canonical_parameters, changed_inputs, read_manifest
 
 from .fit import Fit, fit_step, input_rows, output_model, skip_step
 from .steps import STEPS, RoundArguments, torchrun_command
@@ -70,8 +70,8 @@ class SelfBoostConfig(RoundArguments):
     evaluate: dict = field(default_factory=dict)
 
     def validate(self) -> None:
-        if not self.dataset_path:
-            raise UserError("required", field="dataset_path")
+        if not self.dataset:
+            raise UserError("required", field="dataset")
         if self.rounds < 1:
             raise UserError("must be ≥ 1", field="rounds")
         if self.generation_python and not os.access(self.generation_python, os.X_OK):
@@ -122,20 +122,20 @@ def step_values(cfg: SelfBoostConfig, k: int, dirs: dict[str, Path]) -> dict[str
                       else dirs["retriever_data"] / "train.jsonl")
     fits = training_fits(cfg, dirs)  # a batch sized down to the rows filtering left
     return {
-        "queries": {**gen_common, "generator": cfg.base_generator, "dataset_path": cfg.dataset_path, **cfg.queries},
+        "queries": {**gen_common, "generator": cfg.base_generator, "dataset": cfg.dataset, **cfg.queries},
         "generator_data": {**gen_common, "generator": generator, "retriever": retriever, "queries_path": queries,
                            **cfg.generator_data},
         "train_generator": {"generator": generator, "generator_data_dir": str(dirs["generator_data"]),
                             "seed": cfg.seed, **cfg.train_generator, **fits["train_generator"].options},
         "retriever_data": {**gen_common, **cache, "generator": new_generator, "retriever": retriever,
-                           "queries_path": queries, "dataset_path": cfg.dataset_path, **cfg.retriever_data},
+                           "queries_path": queries, "dataset": cfg.dataset, **cfg.retriever_data},
         "distill": {**gen_common, **cache, "generator": new_generator, "retriever": retriever,
-                    "dataset_path": cfg.dataset_path,
+                    "dataset": cfg.dataset,
                     "retriever_data_path": str(dirs["retriever_data"] / "train.jsonl"), **cfg.distill},
         "train_retriever": {"retriever": retriever, "seed": cfg.seed, "use_cpu": True,
                             "train_data": [str(retriever_rows)], **cfg.train_retriever,
                             **fits["train_retriever"].options},
-        "evaluate": {**cache, "dataset_path": cfg.dataset_path, "task": cfg.task, "split": cfg.split,
+        "evaluate": {**cache, "dataset": cfg.dataset, "task": cfg.task, "split": cfg.split,
                      "base_retriever": cfg.base_retriever, "base_generator": cfg.base_generator,
                      "round_retriever": new_retriever, "round_generator": new_generator,
                      "generator_backend": cfg.generator_backend, "baselines": k == 1,
@@ -209,6 +209,7 @@ def step_state(out: Path, config_path: Path) -> tuple[str, list[str]]:
     recorded: dict = {}
     for key, value in (manifest.get("parameters") or {}).items():
         recorded.update(value if key in TRAINING_PARAMETER_GROUPS and isinstance(value, dict) else {key: value})
+    recorded = canonical_parameters(recorded)  # a step recorded under an option's old name compares by value
     config = yaml.safe_load(config_path.read_text()) or {}
     changed = sorted(k for k, v in config.items() if k in recorded and _normalised(recorded[k]) != _normalised(v))
     changed += [f"input {p}" for p in changed_inputs(manifest)]

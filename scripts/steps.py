@@ -21,7 +21,7 @@ from inference.config import EmbeddingCacheArguments
 class RoundArguments(EmbeddingCacheArguments):
     """What the self-boost driver and a round's evaluation share, declared once: the dataset, its prompt task and
     evaluated split, and the base models round 1 starts from (and the evaluation compares against)."""
-    dataset_path: str = field(default="", metadata={"help": "dataset folder (BEIR, AIR-Bench or corpus.json)"})
+    dataset: str = field(default="", metadata={"help": "dataset folder (BEIR, AIR-Bench or corpus.json)"})
     task: str = field(default="scifact", metadata={"help": "prompt task (configs/prompts)"})
     split: str = field(default="test", metadata={"help": "the split whose qrels evaluate each round"})
     base_retriever: str = field(default="sentence-transformers/all-MiniLM-L6-v2", metadata={

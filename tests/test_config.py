@@ -69,7 +69,7 @@ def test_the_cli_options_for_normalisation_have_one_name():
     from scripts.evaluate_round import RoundEvaluationArguments
 
     assert parse_args(EvaluateArguments, ["--dataset", "d", "--normalize", "no"]).normalize_embeddings is False
-    required = [f"--{n}=x" for n in ("dataset_path", "output_dir", "round_retriever", "round_generator")]
+    required = [f"--{n}=x" for n in ("dataset", "output_dir", "round_retriever", "round_generator")]
     round_args = parse_args(RoundEvaluationArguments, [*required, "--base_normalize", "no"])
     assert round_args.base_normalize_embeddings is False
 
@@ -104,7 +104,7 @@ def test_every_cli_that_encodes_a_corpus_shares_one_cache_option_with_one_defaul
     from evaluation.evaluate import EvaluateArguments
     from data_generation.generate_retriever_data import RetrieverDataArguments
 
-    stage_d = ["--queries_path", "q", "--dataset_path", "d", "--output_dir", "o"]
+    stage_d = ["--queries_path", "q", "--dataset", "d", "--output_dir", "o"]
     assert parse_args(RetrieverDataArguments, stage_d).embedding_cache_dir == tmp_path / "embeddings"
     assert parse_args(EvaluateArguments, ["--dataset", "d"]).embedding_cache_dir == tmp_path / "embeddings"
     assert parse_args(EvaluateArguments, ["--dataset", "d", "--embedding_cache", "none"]).embedding_cache_dir is None
@@ -126,7 +126,7 @@ def test_moving_the_embedding_cache_does_not_make_a_finished_step_stale(tmp_path
     out = tmp_path / "stage_d"
 
     def stage_args(*extra):
-        return parse_args(RetrieverDataArguments, ["--queries_path", "q", "--dataset_path", "d", "--output_dir",
+        return parse_args(RetrieverDataArguments, ["--queries_path", "q", "--dataset", "d", "--output_dir",
                                                    str(out), *extra])
 
     def stage_run(*extra):
@@ -144,7 +144,7 @@ def test_moving_the_embedding_cache_does_not_make_a_finished_step_stale(tmp_path
     config.write_text(yaml.safe_dump({**first.parameters, "num_negatives": 4}))
     assert step_state(out, config) == ("changed", ["num_negatives"])
 
-    required = [f"--{n}=x" for n in ("dataset_path", "output_dir", "round_retriever", "round_generator")]
+    required = [f"--{n}=x" for n in ("dataset", "output_dir", "round_retriever", "round_generator")]
     assert round_parameters(parse_args(RoundEvaluationArguments, [*required, "--embedding_cache", "a"])) == \
         round_parameters(parse_args(RoundEvaluationArguments, [*required, "--embedding_cache", "b"]))
 
@@ -155,10 +155,13 @@ MODEL_FIELDS = {"retriever", "base_retriever", "round_retriever", "generator", "
                 "reranker"}
 # Names that became aliases (each concept has one name): never a field again.
 OLD_NAMES = {"model_name_or_path", "model", "backend", "rerank", "query_instruction_for_retrieval",
-             "passage_instruction_for_retrieval", "max_tokens"}
-# Owned elsewhere and not renamed yet: experiments/transfer_check.py's adapted retriever and its base
-# (→ round_retriever / base_retriever, or retriever / base_retriever).
-PENDING = {("experiments.transfer_check", "model"), ("experiments.transfer_check", "base")}
+             "passage_instruction_for_retrieval", "max_tokens",
+             # the dataset folder is ``dataset`` everywhere (LLaMA-Factory's dataset name is llamafactory_dataset)
+             "dataset_path", "data", "eval_dataset_path", "dataset_dir",
+             # the hybrid: its fusion method ``fusion``, BM25's share ``fusion_weight``
+             "hybrid_fusion", "hybrid_weight",
+             # the retriever's encoding batch is ``retriever_batch_size`` (a bare batch_size says not whose)
+             "batch_size"}
 
 
 def cli_argument_classes() -> dict[str, list[type]]:
@@ -185,7 +188,8 @@ def cli_argument_classes() -> dict[str, list[type]]:
 
 def test_one_name_per_concept_across_every_cli():
     """No two CLIs spell one concept differently: the retriever / generator / reranker a CLI uses, the query
-    instruction, the generation length. The old spellings are aliases (SHARED_ALIASES or a field's own), not
+    instruction, the generation length, the dataset folder, the hybrid's fusion and BM25 share, the retriever's
+    encoding batch. The old spellings are aliases (SHARED_ALIASES or a field's own), not
     fields, and a field whose default is a bundled model is named for that model's role."""
     import dataclasses
 
@@ -199,9 +203,7 @@ def test_one_name_per_concept_across_every_cli():
     for cli, classes in clis.items():
         for cls in classes:
             for f in dataclasses.fields(cls):
-                if (cli, f.name) in PENDING:
-                    continue
-                if f.name in OLD_NAMES | shared_aliases or f.name.endswith("_for_retrieval"):
+                if f.name in OLD_NAMES | shared_aliases or f.name.endswith(("_for_retrieval", "dataset_path")):
                     problems.append(f"{cli}: {cls.__name__}.{f.name} is an old name")
                 if isinstance(f.default, str) and f.default and is_bundled(f.default) and f.name not in MODEL_FIELDS:
                     problems.append(f"{cli}: {cls.__name__}.{f.name} names a model outside {sorted(MODEL_FIELDS)}")
@@ -253,7 +255,7 @@ def test_a_profile_block_may_use_an_old_name_and_the_step_gets_the_one_name(tmp_
     from scripts.self_boost import SelfBoostConfig, step_plan
 
     profile = tmp_path / "p.yaml"
-    profile.write_text(yaml.safe_dump({"dataset_path": str(tmp_path), "runs_dir": str(tmp_path / "runs"),
+    profile.write_text(yaml.safe_dump({"dataset": str(tmp_path), "runs_dir": str(tmp_path / "runs"),
                                        "train_retriever": {"query_instruction_for_retrieval": "q: "},
                                        "generator_data": {"max_tokens": 9}}))
     cfg = parse_args(SelfBoostConfig, ["--config", str(profile)])
@@ -261,3 +263,54 @@ def test_a_profile_block_may_use_an_old_name_and_the_step_gets_the_one_name(tmp_
     written = {name: yaml.safe_load(open(cmd[cmd.index("--config") + 1])) for name, _, cmd in step_plan(cfg, 1)}
     assert written["train_retriever"]["query_instruction"] == "q: " and written["generator_data"]["max_new_tokens"] == 9
     assert "model_name_or_path" not in written["train_retriever"] and written["train_generator"]["generator"]
+
+
+def test_the_dataset_fusion_and_batch_options_keep_their_old_names_as_aliases(tmp_path, capsys):
+    """dataset_path (stages, driver, round evaluation) and demo's data → dataset; hybrid_fusion → fusion;
+    hybrid_weight → fusion_weight; evaluate's batch_size → retriever_batch_size; the generator trainer's
+    LLaMA-Factory dataset name is llamafactory_dataset (its old --dataset still works)."""
+    from data_generation.generate_retriever_distill_data import DistillDataArguments
+    from evaluation.evaluate import EvaluateArguments
+    from finetune.generator.train import GeneratorTrainArguments
+    from scripts.demo import DemoArguments
+    from scripts.evaluate_round import RoundEvaluationArguments
+
+    required = [f"--{n}=x" for n in ("output_dir", "round_retriever", "round_generator")]
+    round_args = parse_args(RoundEvaluationArguments, [*required, "--dataset_path", "d", "--hybrid_fusion", "rrf"])
+    assert (round_args.dataset, round_args.fusion) == ("d", "rrf")
+    distill = parse_args(DistillDataArguments, ["--retriever_data_path", "r", "--output_dir", "o",
+                                                "--hybrid_weight", "0.3"])
+    assert distill.fusion_weight == 0.3
+    assert parse_args(EvaluateArguments, ["--dataset", "d", "--batch_size", "8"]).retriever_batch_size == 8
+    assert parse_args(DemoArguments, ["--data", "d"]).dataset == "d"
+    generator = parse_args(GeneratorTrainArguments, ["--output_dir", "o", "--dataset_dir", "lf", "--dataset", "n"])
+    assert (generator.llamafactory_dataset_dir, generator.llamafactory_dataset) == ("lf", "n")
+    err = capsys.readouterr().err
+    for alias, name in [("dataset_path", "dataset"), ("hybrid_fusion", "fusion"), ("hybrid_weight", "fusion_weight"),
+                        ("batch_size", "retriever_batch_size"), ("data", "dataset"),
+                        ("dataset", "llamafactory_dataset")]:
+        assert f"note: --{alias} is an alias of --{name}" in err
+
+
+def test_a_step_finished_under_an_old_option_name_is_still_complete(tmp_path):
+    """A manifest written before dataset_path became dataset compares by value: the same folder is the same run
+    (for the driver's step check and a stage's own), another folder is a change."""
+    import yaml
+
+    from data_generation.generate_retriever_data import RetrieverDataArguments
+    from data_generation.stage import StageRun
+    from inference.manifest import manifest_changes, write_manifest
+    from scripts.self_boost import step_state
+
+    out = tmp_path / "stage_d"
+    args = parse_args(RetrieverDataArguments, ["--queries_path", "q", "--dataset", "d", "--output_dir", str(out)])
+    now = StageRun("generate_retriever_data", args, "train.jsonl", {}).parameters
+    old = {("dataset_path" if k == "dataset" else k): v for k, v in now.items()}
+    write_manifest(out, "generate_retriever_data", "complete", parameters=old, inputs={})
+    assert StageRun("generate_retriever_data", args, "train.jsonl", {}).previous_status == "complete"
+    config = tmp_path / "retriever_data.yaml"
+    config.write_text(yaml.safe_dump(now))
+    assert step_state(out, config) == ("complete", [])
+    config.write_text(yaml.safe_dump({**now, "dataset": "other"}))
+    assert step_state(out, config) == ("changed", ["dataset"])
+    assert manifest_changes({"parameters": old}, {**now, "dataset": "other"}) == ["parameters (dataset)"]

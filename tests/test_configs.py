@@ -42,9 +42,9 @@ def parse_profile(profile: Path, runs_dir: Path):
     argv = ["--config", str(profile), "--runs_dir", str(runs_dir), "--nproc_per_node", "1"]
     if "generation_python" in values:
         argv += ["--generation_python", sys.executable]
-    if not Path(values["dataset_path"]).is_dir():
+    if not Path(values["dataset"]).is_dir():
         (runs_dir / "data").mkdir(parents=True, exist_ok=True)
-        argv += ["--dataset_path", str(runs_dir / "data")]
+        argv += ["--dataset", str(runs_dir / "data")]
     return parse_args(SelfBoostConfig, argv)
 
 

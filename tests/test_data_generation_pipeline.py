@@ -27,10 +27,10 @@ STAGE_ARGS = {
 
 def stage_cmd(stage: str, root: Path, out: Path, slice_dir: Path) -> list[str]:
     io = {
-        "generate_queries": ["--dataset_path", str(slice_dir)],
+        "generate_queries": ["--dataset", str(slice_dir)],
         "generate_generator_data": ["--queries_path", str(root / "queries" / "queries.jsonl")],
         "generate_retriever_data": ["--queries_path", str(root / "queries" / "queries.jsonl"),
-                                    "--dataset_path", str(slice_dir)],
+                                    "--dataset", str(slice_dir)],
         "generate_retriever_distill_data": ["--retriever_data_path", str(root / "retriever" / "train.jsonl")],
     }[stage]
     return [*io, "--output_dir", str(out), *COMMON, *STAGE_ARGS[stage]]
@@ -243,7 +243,7 @@ def test_hybrid_teacher_scores_each_candidate_with_the_fused_bm25_and_dense_scor
 
     out = tmp_path / "distill_hybrid"
     proc = run_module("data_generation.generate_retriever_distill_data", *distill_cmd(
-        pipeline, out, "--teacher_scoring", "hybrid", "--dataset_path", str(slice_dir), "--hybrid_weight", "0.3"))
+        pipeline, out, "--teacher_scoring", "hybrid", "--dataset", str(slice_dir), "--fusion_weight", "0.3"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     corpus = read_jsonl(slice_dir / "corpus.jsonl")
     texts = [document_text(d) for d in corpus]
@@ -265,7 +265,7 @@ def test_hybrid_teacher_scores_each_candidate_with_the_fused_bm25_and_dense_scor
     (other / "corpus.jsonl").write_text("".join(line + "\n" for line in (slice_dir / "corpus.jsonl").read_text(
         ).splitlines()[:29]))
     proc = run_module("data_generation.generate_retriever_distill_data", *distill_cmd(
-        pipeline, tmp_path / "wrong", "--teacher_scoring", "hybrid", "--dataset_path", str(other)))
+        pipeline, tmp_path / "wrong", "--teacher_scoring", "hybrid", "--dataset", str(other)))
     assert proc.returncode == 2 and "not the corpus stage D mined" in proc.stderr and "Traceback" not in proc.stderr
 
 
@@ -284,7 +284,7 @@ def test_rerun_of_a_finished_stage_is_a_no_op_and_changed_parameters_need_overwr
 def test_inputs_are_validated_against_the_previous_manifest(pipeline, tmp_path, tiny_beir):
     # Queries generated from the SciFact slice, mined against another corpus: a clear error.
     proc = run_module("data_generation.generate_retriever_data", "--queries_path",
-                      str(pipeline / "queries" / "queries.jsonl"), "--dataset_path", str(tiny_beir),
+                      str(pipeline / "queries" / "queries.jsonl"), "--dataset", str(tiny_beir),
                       "--output_dir", str(tmp_path / "r"), *COMMON)
     assert proc.returncode == 2 and "generated from a different corpus" in proc.stderr
     # A file without its stage's manifest (or edited after the stage finished) is refused.
@@ -298,7 +298,7 @@ def test_inputs_are_validated_against_the_previous_manifest(pipeline, tmp_path, 
 
 def test_a_stage_through_the_openai_backend(server, slice_dir, tmp_path):
     out = tmp_path / "queries_api"
-    proc = run_module("data_generation.generate_queries", "--dataset_path", str(slice_dir), "--output_dir", str(out),
+    proc = run_module("data_generation.generate_queries", "--dataset", str(slice_dir), "--output_dir", str(out),
                       "--generator", "smollm2-local", "--generator_backend", "openai", "--generation_cache",
                       str(tmp_path / "cache"), "--train_num", "3", "--chunk_size", "3", "--max_passage_tokens", "64",
                       "--use_examples", "false", "--quality_control", "false", "--max_new_tokens", "24",

@@ -35,7 +35,7 @@ def test_keep_rule_reasons():
 
 
 def _mining_args(**kw):
-    base = dict(output_dir="x", queries_path="q", dataset_path="d", neg_window=3, num_negatives=3,
+    base = dict(output_dir="x", queries_path="q", dataset="d", neg_window=3, num_negatives=3,
                 fallback_range=[2, 6])
     base.update(kw)
     return RetrieverDataArguments(**base)

@@ -123,7 +123,7 @@ def test_round_evaluation_loads_the_base_retriever_once_for_heldout_signal_and_w
     write_jsonl(tmp_path / "queries.jsonl", rows[:2])
     write_jsonl(tmp_path / "heldout.jsonl", rows[2:])
     ev = RoundEvaluation(RoundEvaluationArguments(
-        dataset_path=str(tiny_beir), output_dir=str(tmp_path / "eval"), base_retriever=MINILM,
+        dataset=str(tiny_beir), output_dir=str(tmp_path / "eval"), base_retriever=MINILM,
         round_retriever=MINILM,
         round_generator=SMOLLM2, heldout_path=str(tmp_path / "heldout.jsonl"),
         embedding_cache=str(tmp_path / "emb")))

@@ -39,6 +39,7 @@ def dpo_dataset(tmp_path):
 
 
 def test_missing_dataset_is_a_clear_error(dpo_dataset, tmp_path):
-    proc = run_module("finetune.generator.train", "--dataset_dir", str(dpo_dataset), "--dataset", "nope",
+    proc = run_module("finetune.generator.train", "--llamafactory_dataset_dir", str(dpo_dataset),
+                      "--llamafactory_dataset", "nope",
                       "--output_dir", str(tmp_path / "g"), timeout=300)
     assert proc.returncode == 2 and "dataset 'nope' is not in dataset_info.json" in proc.stderr

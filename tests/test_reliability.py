@@ -27,7 +27,7 @@ def test_failed_requests_keep_partial_results_and_the_key_reaches_no_output(serv
     key_file.parent.mkdir()
     key_file.write_text(key + "\n")
     out, cache = tmp_path / "run" / "queries", tmp_path / "run" / "cache"
-    argv = ["--dataset_path", str(tiny_beir), "--output_dir", str(out), "--generator", "smollm2-local",
+    argv = ["--dataset", str(tiny_beir), "--output_dir", str(out), "--generator", "smollm2-local",
             "--generator_backend", "openai", "--generation_cache", str(cache), "--api_key_file", str(key_file),
             "--max_attempts", "1", *QUERY_STAGE]
     env = {"OPENAI_BASE_URL": server.base_url, "OPENAI_API_KEY": ""}
@@ -59,7 +59,7 @@ def test_failed_requests_keep_partial_results_and_the_key_reaches_no_output(serv
 def test_empty_generation_is_a_counted_skip(server, tiny_beir, tmp_path):
     server.plan.queue.append("empty")
     out = tmp_path / "queries"
-    proc = run_module("data_generation.generate_queries", "--dataset_path", str(tiny_beir), "--output_dir",
+    proc = run_module("data_generation.generate_queries", "--dataset", str(tiny_beir), "--output_dir",
                       str(out), "--generator", "smollm2-local", "--generator_backend", "openai", *QUERY_STAGE,
                       env={"OPENAI_BASE_URL": server.base_url, "OPENAI_API_KEY": "local-test"})
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -95,7 +95,7 @@ def test_documents_far_beyond_max_length_are_truncated(minilm):
 
 def test_missing_generator_model_is_one_clean_line(tiny_beir, tmp_path):
     missing = tmp_path / "no-such-model"
-    proc = run_module("data_generation.generate_queries", "--dataset_path", str(tiny_beir), "--output_dir",
+    proc = run_module("data_generation.generate_queries", "--dataset", str(tiny_beir), "--output_dir",
                       str(tmp_path / "q"), "--generator", str(missing), "--generator_backend", "hf", *QUERY_STAGE,
                       timeout=300)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr

@@ -146,7 +146,7 @@ def test_rows_from_qrels_hold_out_by_query_and_evaluate_on_them(tiny_beir, tmp_p
     from evaluation.evaluate import main as evaluate_main
 
     out = tmp_path / "rows"  # the CLIs' main functions, in this process
-    assert rows_main(["--dataset_path", str(tiny_beir), "--split", "test", "--output_dir", str(out),
+    assert rows_main(["--dataset", str(tiny_beir), "--split", "test", "--output_dir", str(out),
                       "--negative_ranks", "1,6", "--num_negatives", "2", "--holdout_fraction", "0.34", "--seed", "1",
                       "--embedding_cache", "none"]) == 0
     rows = [json.loads(line) for line in (out / "train.jsonl").read_text().splitlines()]

@@ -59,7 +59,7 @@ def ddp_run(tmp_path_factory) -> Path:
     out = root / "model"
     # 8 rows in global batches of 4: 2 steps an epoch, 4 epochs; the evaluator callback scores each epoch's end
     evaluation = write_beir(root / "eval", split="dev")
-    proc = torchrun(write_rows(root / "train.jsonl"), out, "--eval_dataset_path", str(evaluation))
+    proc = torchrun(write_rows(root / "train.jsonl"), out, "--eval_dataset", str(evaluation))
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "trained 8 steps" in proc.stdout
     return out

@@ -68,7 +68,7 @@ def filtered_away_slice(tmp_path_factory) -> Path:
 def test_a_round_on_a_corpus_whose_pseudo_queries_are_filtered_away_ends_with_its_report(filtered_away_slice,
                                                                                             tmp_path):
     profile = {
-        "name": "entities", "dataset_path": str(filtered_away_slice), "runs_dir": str(tmp_path / "runs"),
+        "name": "entities", "dataset": str(filtered_away_slice), "runs_dir": str(tmp_path / "runs"),
         "embedding_cache": str(tmp_path / "cache"), "task": "scifact", "rounds": 1, "nproc_per_node": 2,
         "queries": {"train_num": 10, "holdout_fraction": 0.2, "max_passage_tokens": 48, "prompt_style": "simple",
                     "quality_control": False, "max_new_tokens": 16, "chunk_size": 8},

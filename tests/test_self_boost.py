@@ -55,7 +55,7 @@ def run(slice_with_qrels, tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
     config_dir = root / "configs" / "tiny-profile"
     config_dir.mkdir(parents=True)
-    config = {"name": "tiny", "dataset_path": str(slice_with_qrels), "runs_dir": str(root / "runs"),
+    config = {"name": "tiny", "dataset": str(slice_with_qrels), "runs_dir": str(root / "runs"),
               "embedding_cache": str(root / "cache"), **TINY}
     path = config_dir / "scifact.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -214,7 +214,7 @@ def test_a_finished_step_with_other_parameters_or_inputs_is_refused_not_reported
 def test_round_sh_names_the_failing_step(run, tmp_path):
     config = yaml.safe_load(run["config"].read_text())
     config["runs_dir"] = str(tmp_path / "runs")
-    config["dataset_path"] = str(tmp_path / "empty-dataset")  # a missing one is refused before any step is planned
+    config["dataset"] = str(tmp_path / "empty-dataset")  # a missing one is refused before any step is planned
     (tmp_path / "empty-dataset").mkdir()
     (tmp_path / "cfg" / "bad").mkdir(parents=True)
     (tmp_path / "cfg" / "bad" / "scifact.yaml").write_text(yaml.safe_dump(config))
@@ -234,7 +234,7 @@ def test_dev_ablation_retrains_per_variant_on_the_rounds_rows_and_scores_on_trai
     shutil.copytree(slice_with_qrels, dev_data)
     shutil.copy(dev_data / "qrels" / "test.tsv", dev_data / "qrels" / "train.tsv")  # stand-in train qrels
     profile = yaml.safe_load(run["config"].read_text())
-    profile["dataset_path"] = str(dev_data)
+    profile["dataset"] = str(dev_data)
     (tmp_path / "profile.yaml").write_text(yaml.safe_dump(profile))
     ablation = {"run_config": str(tmp_path / "profile.yaml"), "output_dir": str(tmp_path / "ablation"),
                 "max_queries": 6, "corpus_sample": 10,

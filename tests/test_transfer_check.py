@@ -14,7 +14,8 @@ def test_transfer_check_scores_both_models_as_the_evaluator_does(tmp_path, minil
 
     data = write_beir(tmp_path / "tiny")
     out = tmp_path / "check"
-    assert main(["--model", resolve_model_path(MINILM), "--datasets", str(data), "--output_dir", str(out)]) == 0
+    argv = ["--round_retriever", resolve_model_path(MINILM), "--datasets", str(data), "--output_dir", str(out)]
+    assert main(argv) == 0
     results = json.loads((out / "results.json").read_text())
     corpus = results["corpora"]["tiny/test"]
     ours = RetrievalEvaluator.from_dataset(data, "test")(minilm)  # our Embedder, the evaluate CLI's scoring
@@ -29,4 +30,7 @@ def test_a_loss_beyond_the_limit_fails_the_check():
 
 def test_a_missing_model_folder_is_one_clear_error(tmp_path):
     with pytest.raises(UserError, match="not a model folder"):
+        main(["--round_retriever", str(tmp_path / "nope"), "--datasets", str(tmp_path),
+              "--output_dir", str(tmp_path / "o")])
+    with pytest.raises(UserError, match="not a model folder"):  # the old name --model is an alias
         main(["--model", str(tmp_path / "nope"), "--datasets", str(tmp_path), "--output_dir", str(tmp_path / "o")])

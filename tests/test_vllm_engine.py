@@ -146,7 +146,7 @@ def queries(engine, corpus_slice, tmp_path_factory) -> Path:
     from data_generation.generate_queries import main
 
     out = tmp_path_factory.mktemp("vllm_stages") / "queries"
-    assert main(["--dataset_path", str(corpus_slice), "--output_dir", str(out), *VLLM, "--train_num", "9",
+    assert main(["--dataset", str(corpus_slice), "--output_dir", str(out), *VLLM, "--train_num", "9",
                  "--max_passage_tokens", "64", "--prompt_style", "simple", "--quality_control", "false",
                  "--max_new_tokens", "24"]) == 0
     rows = read_jsonl(out / "queries.jsonl")
@@ -203,8 +203,8 @@ def merged_generator(tmp_path_factory) -> Path:
 
     root = write_dpo_dataset(tmp_path_factory.mktemp("dpo"))
     out = root / "generator"
-    proc = subprocess.run([str(MAIN_PYTHON), "-m", "finetune.generator.train", "--dataset_dir", str(root),
-                           "--dataset", "toy_rlrf", "--output_dir", str(out), "--template", "smollm2",
+    proc = subprocess.run([str(MAIN_PYTHON), "-m", "finetune.generator.train", "--llamafactory_dataset_dir", str(root),
+                           "--llamafactory_dataset", "toy_rlrf", "--output_dir", str(out), "--template", "smollm2",
                            "--max_steps", "2", "--per_device_train_batch_size", "2", "--cutoff_len", "256",
                            "--learning_rate", "1e-4"], cwd=REPO, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -48,9 +48,11 @@ class GeneratorTrainArguments:
         "help": "the generator to DPO-train: name or path", "aliases": ("model_name_or_path",)})
     output_dir: str = ""
     generator_data_dir: str | None = field(default=None, metadata={"help": "output_dir of generate_generator_data"})
-    dataset_dir: str | None = field(default=None, metadata={"help": "or: a LLaMA-Factory dataset_dir ..."})
-    dataset: str | None = field(default=None, metadata={"help": "... and the dataset name in its dataset_info.json",
-                                                        "path": None})  # a name, not a folder (option_checks)
+    llamafactory_dataset_dir: str | None = field(default=None, metadata={
+        "help": "or: a LLaMA-Factory dataset_dir ...", "aliases": ("dataset_dir",)})
+    # LLaMA-Factory's dataset name, not a dataset folder (--dataset elsewhere): a name, not a path (option_checks)
+    llamafactory_dataset: str | None = field(default=None, metadata={
+        "help": "... and the dataset name in its dataset_info.json", "path": None, "aliases": ("dataset",)})
     template: str = field(default="auto", metadata={"help": "LLaMA-Factory chat template (auto: from the model name)"})
     pref_beta: float = 0.1
     pref_loss: str = "sigmoid"
@@ -77,8 +79,9 @@ class GeneratorTrainArguments:
     def validate(self) -> None:
         if not self.output_dir:
             raise UserError("required", field="output_dir")
-        if not self.generator_data_dir and not (self.dataset_dir and self.dataset):
-            raise UserError("give generator_data_dir (stage B output) or dataset_dir + dataset",
+        if not self.generator_data_dir and not (self.llamafactory_dataset_dir and self.llamafactory_dataset):
+            raise UserError("give generator_data_dir (stage B output) or llamafactory_dataset_dir + "
+                            "llamafactory_dataset",
                             field="generator_data_dir")
 
 
@@ -120,7 +123,7 @@ def resolve_dataset(args: GeneratorTrainArguments) -> tuple[Path, str, dict]:
         manifest = require_complete_stage(folder / "train.jsonl", "generate_generator_data")
         info = manifest.get("llamafactory") or {}
         return folder / info.get("dataset_dir", "llamafactory"), info.get("dataset", ""), manifest
-    return Path(args.dataset_dir), args.dataset, {}
+    return Path(args.llamafactory_dataset_dir), args.llamafactory_dataset, {}
 
 
 def dpo_config(args: GeneratorTrainArguments, base: str, template: str, dataset: str, dataset_dir: Path,

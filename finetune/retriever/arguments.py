@@ -34,8 +34,9 @@ class RetrieverTrainDataArguments:
     query_max_len: int = 64
     passage_max_len: int = 256
     same_dataset_within_batch: bool = False
-    eval_dataset_path: str | None = field(default=None, metadata={
-        "help": "BEIR / AIR-Bench folder scored at each epoch's end (RetrievalEvaluator); train or dev, never test"})
+    eval_dataset: str | None = field(default=None, metadata={
+        "help": "BEIR / AIR-Bench folder scored at each epoch's end (RetrievalEvaluator); train or dev, never test",
+        "aliases": ("eval_dataset_path",), "path": "dir", "what": "a BEIR / AIR-Bench dataset"})
     eval_split: str = "dev"
     eval_query_ids_file: str | None = field(default=None, metadata={
         "help": "score only these query ids, e.g. rows_from_qrels' heldout_query_ids.txt"})

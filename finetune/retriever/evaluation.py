@@ -1,6 +1,6 @@
 """Retrieval metrics during training: the ``RetrievalEvaluator`` of the evaluate CLI, as a Trainer callback.
 
-``--eval_dataset_path DIR --eval_split S`` (optionally ``--eval_query_ids_file``, e.g. rows_from_qrels'
+``--eval_dataset DIR --eval_split S`` (optionally ``--eval_query_ids_file``, e.g. rows_from_qrels'
 ``heldout_query_ids.txt``, and ``--eval_max_queries``) scores the model being trained at the end of every epoch:
 the metrics enter the Trainer's log history (``eval_ndcg@10``, ...; so ``trainer_state.json`` and the run summary
 hold them) and ``eval_results.jsonl`` in the output folder. Rank 0 evaluates; the other ranks wait at their next

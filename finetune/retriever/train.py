@@ -72,15 +72,15 @@ def build_model(model_args: RetrieverModelArguments):
 
 
 def evaluation_callbacks(data_args, collator, seed: int) -> list:
-    """A ``RetrievalEvaluatorCallback`` when ``--eval_dataset_path`` is given (built on every rank: bad input
+    """A ``RetrievalEvaluatorCallback`` when ``--eval_dataset`` is given (built on every rank: bad input
     stops all of them before training)."""
-    if not data_args.eval_dataset_path:
+    if not data_args.eval_dataset:
         return []
     from evaluation.evaluator import RetrievalEvaluator
 
     from .evaluation import RetrievalEvaluatorCallback
 
-    evaluator = RetrievalEvaluator.from_dataset(data_args.eval_dataset_path, data_args.eval_split,
+    evaluator = RetrievalEvaluator.from_dataset(data_args.eval_dataset, data_args.eval_split,
                                                 data_args.eval_query_ids_file, data_args.eval_max_queries, seed)
     return [RetrievalEvaluatorCallback(evaluator, collator)]
 
