@@ -212,7 +212,8 @@ def _headline_lines(report: dict, rounds: list[int]) -> list[str]:
     chosen = (f"{choice['retriever']} retriever + BM25, {choice['fusion']} BM25 weight {choice['weight']:g}, "
               "chosen on pseudo-queries" if choice else "")
     parts = ([f"label-free choice **{_with_ci(choice)}** ({chosen})"] if choice else []) + [
-        f"hybrid 0.5 / 0.5 {_with_ci(report['hybrid']['round'])}", f"BM25 {_with_ci(report['bm25'])}",
+        f"untrained hybrid 0.5 / 0.5 (base retriever + BM25) {_with_ci(report['hybrid']['base'])}",
+        f"BM25 {_with_ci(report['bm25'])}",
         f"round {k} retriever {_with_ci(fs['after_retriever_only'])} vs base {_with_ci(fs['before'])}"
         + (f" ({d})" if (d := _delta(report, "round_raw", "base_raw")) else "")]
     lines = [f"**Full {split} split, all {fs['queries']} judged queries** (nDCG@10, 95% bootstrap interval): "

@@ -78,7 +78,7 @@ def test_first_lines_of_the_report_are_the_full_split_with_intervals_and_the_sub
     assert "Full test split" in head and f"all {FULL_QUERIES} judged queries" in head
     choice = f"{last['full']['label_free']['ndcg@10']:.4f} {_ci_text(per_query['label_free'])}"
     assert "label-free choice" in head and choice in head                 # the choice with its 95% interval
-    for name in ("bm25", "round_hybrid", "round_raw", "base_raw"):         # beside BM25, the hybrid, both retrievers
+    for name in ("bm25", "base_hybrid", "round_raw", "base_raw"):  # beside BM25, the untrained hybrid, both retrievers
         assert f"{last['full'][name]['ndcg@10']:.4f} {_ci_text(per_query[name])}" in head
     assert "subset" not in head.lower()
     # every subset figure comes after its label, and the label names the subset's size
